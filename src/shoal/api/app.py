@@ -1,0 +1,170 @@
+"""The ASGI application: one listener for everything shoal serves.
+
+Routing is on the raw path: the ARN in `/v1/tags/{resourceArn}` arrives
+percent-encoded with `%2F` for its slashes, so decoding before routing would
+split it. The handlers are synchronous use-cases run on the event loop: the
+store calls are short, and running them inline keeps the hot SubmitJob path
+free of thread hand-offs.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+import orjson
+
+from shoal.api import batch
+from shoal.api.errors import WireError, to_wire
+from shoal.api.model import clean_input
+from shoal.service.context import Context
+
+log = logging.getLogger("shoal.api")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+MAX_BODY = 1024 * 1024  # far above any Batch limit; guards memory, not semantics
+_JSON = b"application/json"
+
+
+class Request:
+    __slots__ = ("body", "headers", "method", "path", "query")
+
+    def __init__(self, scope: Scope, body: bytes) -> None:
+        self.method: str = scope["method"]
+        raw = scope.get("raw_path") or scope["path"].encode()
+        self.path: str = raw.decode("latin-1")
+        self.query: str = scope.get("query_string", b"").decode("latin-1")
+        self.headers: dict[str, str] = {
+            k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]
+        }
+        self.body = body
+
+    def json_body(self) -> dict[str, Any]:
+        if not self.body.strip():
+            return {}
+        try:
+            doc = orjson.loads(self.body)
+        except orjson.JSONDecodeError as e:
+            raise WireError(400, "ClientException", f"The request body is not valid JSON: {e}") from None
+        if not isinstance(doc, dict):
+            raise WireError(400, "ClientException", "The request body must be a JSON object.")
+        return doc
+
+
+class ShoalApp:
+    def __init__(self, ctx: Context, *, on_shutdown: Callable[[], None] | None = None) -> None:
+        self.ctx = ctx
+        self._on_shutdown = on_shutdown
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        request_id = str(uuid.uuid4())
+        try:
+            body = await _read_body(receive)
+            request = Request(scope, body)
+            status, doc = self._dispatch(request)
+            await _respond(send, status, orjson.dumps(doc), request_id)
+        except Exception as e:  # every failure becomes an AWS-shaped error
+            err = to_wire(e)
+            if err.status >= 500:
+                log.exception("request %s failed", request_id)
+            payload = orjson.dumps({"__type": err.code, "message": err.message})
+            await _respond(send, err.status, payload, request_id, error_type=err.code)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self._on_shutdown is not None:
+                    self._on_shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def _dispatch(self, request: Request) -> tuple[int, Any]:
+        path = request.path
+        # An endpoint_url with a path prefix makes botocore send /prefix/v1/...
+        v1 = path.find("/v1/")
+        if v1 > 0:
+            path = path[v1:]
+        if path == "/health" and request.method in ("GET", "HEAD"):
+            return 200, {"status": "ok"}
+        if path.startswith("/v1/tags/"):
+            return 200, self._tags(request, path[len("/v1/tags/") :])
+        name = batch.OPERATIONS_BY_PATH.get(path.lower())
+        if name is None:
+            if path == "/" and request.method == "POST":
+                target = request.headers.get("x-amz-target", "")
+                raise WireError(
+                    400,
+                    "UnknownOperationException",
+                    f"Unknown operation {target or '(no X-Amz-Target header)'}.",
+                )
+            raise WireError(404, "UnknownOperationException", f"No operation at {path}.")
+        if request.method != "POST":
+            raise WireError(405, "ClientException", f"{name} takes POST, not {request.method}.")
+        return 200, self._call(name, request.json_body(), request)
+
+    def _tags(self, request: Request, encoded_arn: str) -> Any:
+        arn = unquote(encoded_arn)
+        if request.method == "GET":
+            name, params = "ListTagsForResource", {}
+        elif request.method == "POST":
+            name, params = "TagResource", request.json_body()
+        elif request.method == "DELETE":
+            name = "UntagResource"
+            params = {"tagKeys": parse_qs(request.query).get("tagKeys", [])}
+        else:
+            raise WireError(405, "ClientException", f"{request.method} is not a tag operation.")
+        params["resourceArn"] = arn
+        return self._call(name, params, request)
+
+    def _call(self, name: str, params: dict[str, Any], request: Request) -> Any:
+        cleaned = clean_input(batch.operation_model(name), params)
+        call = batch.Call(
+            payload_size=len(request.body),
+            invocation_id=request.headers.get("amz-sdk-invocation-id"),
+        )
+        return batch.handler_for(name)(self.ctx, cleaned, call)
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise WireError(400, "ClientException", f"The request body is over {MAX_BODY} bytes.")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+async def _respond(
+    send: Send, status: int, payload: bytes, request_id: str, *, error_type: str | None = None
+) -> None:
+    headers = [
+        (b"content-type", _JSON),
+        (b"content-length", str(len(payload)).encode()),
+        (b"x-amzn-requestid", request_id.encode()),
+    ]
+    if error_type is not None:
+        headers.append((b"x-amzn-errortype", error_type.encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})

@@ -1,0 +1,100 @@
+"""`shoal` command-line entry point."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from shoal import __version__
+from shoal.config import Settings, default_data_dir
+
+
+@click.group()
+@click.version_option(__version__, prog_name="shoal")
+def cli() -> None:
+    """shoal: a self-hosted batch computing service that speaks the AWS Batch API."""
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help=f"Where state is kept [default: {default_data_dir()}].",
+)
+@click.option("--region", default="us-east-1", show_default=True, help="Region in ARNs.")
+@click.option("--account-id", default="123456789012", show_default=True, help="Account in ARNs.")
+@click.option(
+    "--settle-delay-ms",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="How long compute environments and queues stay CREATING/UPDATING/DELETING.",
+)
+@click.option(
+    "--min-timeout-seconds",
+    default=60,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Smallest attemptDurationSeconds accepted (AWS: 60); lower it for tests.",
+)
+@click.option(
+    "--sqlite-sync",
+    type=click.Choice(["NORMAL", "FULL"]),
+    default="NORMAL",
+    show_default=True,
+    help="NORMAL survives a crash of shoal; FULL also a power loss (an fsync per commit).",
+)
+@click.option("--log-level", default="info", show_default=True)
+def server(
+    host: str,
+    port: int,
+    data_dir: Path | None,
+    region: str,
+    account_id: str,
+    settle_delay_ms: int,
+    min_timeout_seconds: int,
+    sqlite_sync: str,
+    log_level: str,
+) -> None:
+    """Run the shoal server in the foreground."""
+    import uvicorn
+
+    from shoal.runtime import build
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = Settings(
+        region=region,
+        account_id=account_id,
+        data_dir=data_dir or default_data_dir(),
+        settle_delay_ms=settle_delay_ms,
+        min_timeout_seconds=min_timeout_seconds,
+        sqlite_synchronous=sqlite_sync,
+    )
+    runtime = build(settings)
+    click.echo(
+        f"shoal {__version__}: AWS Batch API on http://{host}:{port} "
+        f"(region {region}, data in {settings.data_dir})",
+        err=True,
+    )
+    config = uvicorn.Config(
+        runtime.app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level="warning" if log_level == "info" else log_level,
+    )
+    uvicorn.Server(config).run()
+
+
+def main() -> None:
+    cli()

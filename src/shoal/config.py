@@ -1,0 +1,28 @@
+"""Server settings, with the embedded defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import platformdirs
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("shoal", appauthor=False))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    region: str = "us-east-1"
+    account_id: str = "123456789012"
+    data_dir: Path = field(default_factory=default_data_dir)
+    # How long CREATING/UPDATING/DELETING last before they settle. AWS takes
+    # seconds to minutes; shoal has nothing to provision, so 0 by default.
+    settle_delay_ms: int = 0
+    # AWS's minimum attempt timeout is 60 s; tests lower it.
+    min_timeout_seconds: int = 60
+    # SDK invocation ids are remembered this long for SubmitJob deduplication.
+    idempotency_ttl_ms: int = 24 * 3600 * 1000
+    # SQLite synchronous mode: NORMAL survives process death, FULL power loss.
+    sqlite_synchronous: str = "NORMAL"

@@ -1,0 +1,1 @@
+"""Pure rules of AWS Batch: records, limits, ARNs, substitution. Stdlib only."""

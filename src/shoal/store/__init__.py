@@ -1,0 +1,1 @@
+"""Durable state behind one narrow interface: `Store` and its transactions."""

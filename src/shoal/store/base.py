@@ -1,0 +1,133 @@
+"""The Store interface.
+
+A store hands out transactions; every read and write of shoal's state goes
+through one. A write transaction is all-or-nothing and is durable against the
+death of the process once `transaction()` has exited without an exception:
+the service layer commits before it replies, so an acknowledged write is
+never lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+from shoal.domain.records import (
+    ComputeEnvironment,
+    Job,
+    JobDefinition,
+    JobQueue,
+    JobStatus,
+    SchedulingPolicy,
+)
+
+
+class StoreError(Exception):
+    """The store could not do what was asked (I/O, corruption): a server fault."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobQuery:
+    """A ListJobs query in store terms. Results are newest first (seq descending)."""
+
+    queue: str | None = None
+    array_parent: str | None = None
+    status: JobStatus | None = None
+    name_equals: str | None = None  # case-insensitive
+    name_prefix: str | None = None  # case-insensitive
+    definition_name: str | None = None
+    definition_prefix: str | None = None
+    definition_revision: int | None = None
+    created_before: int | None = None
+    created_after: int | None = None
+    share_identifier: str | None = None
+    top_level_only: bool = False  # exclude array children
+    before_seq: int | None = None  # keyset cursor
+    limit: int = 100
+
+
+class Transaction(Protocol):
+    # -- compute environments -------------------------------------------------
+    def get_compute_environment(self, name: str) -> ComputeEnvironment | None: ...
+    def put_compute_environment(self, ce: ComputeEnvironment) -> None:
+        """Insert or replace by name."""
+    def delete_compute_environment(self, name: str) -> None: ...
+    def list_compute_environments(
+        self, after: str | None, limit: int
+    ) -> list[ComputeEnvironment]:
+        """By name ascending, names strictly after `after`."""
+        ...
+
+    # -- job queues -----------------------------------------------------------
+    def get_job_queue(self, name: str) -> JobQueue | None: ...
+    def put_job_queue(self, queue: JobQueue) -> None: ...
+    def delete_job_queue(self, name: str) -> None: ...
+    def list_job_queues(self, after: str | None, limit: int) -> list[JobQueue]: ...
+
+    # -- scheduling policies --------------------------------------------------
+    def get_scheduling_policy(self, name: str) -> SchedulingPolicy | None: ...
+    def put_scheduling_policy(self, policy: SchedulingPolicy) -> None: ...
+    def delete_scheduling_policy(self, name: str) -> None: ...
+    def list_scheduling_policies(
+        self, after: str | None, limit: int
+    ) -> list[SchedulingPolicy]: ...
+
+    # -- job definitions ------------------------------------------------------
+    def allocate_revision(self, name: str) -> int:
+        """The next revision number for `name`; numbers are never handed out twice."""
+        ...
+    def put_job_definition(self, definition: JobDefinition) -> None: ...
+    def get_job_definition(self, name: str, revision: int) -> JobDefinition | None: ...
+    def latest_active_definition(self, name: str) -> JobDefinition | None: ...
+    def list_job_definitions(
+        self,
+        *,
+        name: str | None,
+        status: str | None,
+        after: tuple[str, int] | None,
+        limit: int,
+    ) -> list[JobDefinition]:
+        """By (name, revision) ascending, strictly after `after`."""
+        ...
+
+    # -- jobs -----------------------------------------------------------------
+    def insert_job(self, job: Job) -> None:
+        """Insert a new job; its id must be new."""
+    def get_jobs(self, job_ids: Sequence[str]) -> dict[str, Job]:
+        """The jobs that exist among `job_ids`, by id."""
+        ...
+    def update_job(self, job: Job, expected: JobStatus) -> bool:
+        """Compare-and-set: replace the job's mutable state if its stored status
+        is still `expected`. Returns False (and changes nothing) otherwise."""
+        ...
+    def list_jobs(self, query: JobQuery) -> list[tuple[int, Job]]:
+        """(seq, job) pairs matching the query, newest first, at most query.limit."""
+        ...
+    def queued_jobs(self, queue: str, statuses: Sequence[JobStatus], limit: int) -> list[Job]:
+        """Jobs of `queue` in `statuses`, oldest first (FIFO order)."""
+        ...
+
+    # -- idempotency ----------------------------------------------------------
+    def get_idempotency(self, token: str) -> str | None:
+        """The job id created by the request that carried `token`, if any."""
+        ...
+    def put_idempotency(self, token: str, job_id: str, now_ms: int) -> None: ...
+
+
+class Store(Protocol):
+    def transaction(self) -> AbstractContextManager[Transaction]:
+        """A write transaction: committed on normal exit, rolled back on error."""
+        ...
+
+    def read(self) -> AbstractContextManager[Transaction]:
+        """A read-only snapshot. Writes through it are an error."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

@@ -1,0 +1,423 @@
+"""The embedded store: one SQLite file in WAL mode.
+
+Durability: WAL with synchronous=NORMAL makes every committed transaction
+survive the death of the process (the WAL write has reached the OS before
+COMMIT returns); only a power loss can take the last transactions back. Set
+`synchronous="FULL"` to pay an fsync per commit for that too.
+
+All access goes through one connection guarded by a lock: SQLite serialises
+writers anyway, and the calls are short.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from shoal.domain.records import (
+    ComputeEnvironment,
+    Job,
+    JobDefinition,
+    JobQueue,
+    JobStatus,
+    SchedulingPolicy,
+)
+from shoal.store import codec
+from shoal.store.base import JobQuery, StoreError, chunks
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS compute_environments (name TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS job_queues (name TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS scheduling_policies (name TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS definition_revisions (name TEXT PRIMARY KEY, last INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS job_definitions (
+    name TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (name, revision)
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL UNIQUE,
+    job_name TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    def_name TEXT NOT NULL,
+    def_rev INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    status_reason TEXT,
+    created_at INTEGER NOT NULL,
+    started_at INTEGER,
+    stopped_at INTEGER,
+    share_identifier TEXT,
+    array_parent TEXT,
+    array_size INTEGER,
+    is_cancelled INTEGER NOT NULL DEFAULT 0,
+    is_terminated INTEGER NOT NULL DEFAULT 0,
+    spec TEXT NOT NULL,
+    runtime TEXT NOT NULL,
+    tags TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_queue_status ON jobs (queue, status, seq);
+CREATE INDEX IF NOT EXISTS jobs_queue_name ON jobs (queue, job_name COLLATE NOCASE);
+CREATE INDEX IF NOT EXISTS jobs_parent_status ON jobs (array_parent, status, seq)
+    WHERE array_parent IS NOT NULL;
+CREATE TABLE IF NOT EXISTS idempotency (
+    token TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+"""
+
+_JOB_COLUMNS = (
+    "seq, job_id, job_name, queue, def_name, def_rev, status, status_reason, created_at, "
+    "started_at, stopped_at, share_identifier, array_parent, array_size, is_cancelled, "
+    "is_terminated, spec, runtime, tags"
+)
+
+
+def _job_from_row(row: Sequence[Any]) -> Job:
+    return Job(
+        job_id=row[1],
+        job_name=row[2],
+        queue=row[3],
+        definition_name=row[4],
+        definition_revision=row[5],
+        status=JobStatus(row[6]),
+        status_reason=row[7],
+        created_at=row[8],
+        started_at=row[9],
+        stopped_at=row[10],
+        share_identifier=row[11],
+        array_parent=row[12],
+        array_size=row[13],
+        is_cancelled=bool(row[14]),
+        is_terminated=bool(row[15]),
+        spec=codec.loads(row[16]),
+        runtime=codec.loads(row[17]),
+        tags=codec.loads(row[18]),
+    )
+
+
+class SqliteTransaction:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._c = conn
+
+    # -- documents keyed by name ---------------------------------------------
+    def _get_doc(self, table: str, name: str) -> Any:
+        row = self._c.execute(f"SELECT doc FROM {table} WHERE name = ?", (name,)).fetchone()
+        return None if row is None else codec.loads(row[0])
+
+    def _put_doc(self, table: str, name: str, doc: Any) -> None:
+        self._c.execute(
+            f"INSERT INTO {table} (name, doc) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET doc = excluded.doc",
+            (name, codec.dumps(doc)),
+        )
+
+    def _list_docs(self, table: str, after: str | None, limit: int) -> list[Any]:
+        rows = self._c.execute(
+            f"SELECT doc FROM {table} WHERE name > ? ORDER BY name LIMIT ?",
+            (after or "", limit),
+        ).fetchall()
+        return [codec.loads(r[0]) for r in rows]
+
+    def get_compute_environment(self, name: str) -> ComputeEnvironment | None:
+        doc = self._get_doc("compute_environments", name)
+        return None if doc is None else codec.ce_from_doc(doc)
+
+    def put_compute_environment(self, ce: ComputeEnvironment) -> None:
+        self._put_doc("compute_environments", ce.name, codec.ce_to_doc(ce))
+
+    def delete_compute_environment(self, name: str) -> None:
+        self._c.execute("DELETE FROM compute_environments WHERE name = ?", (name,))
+
+    def list_compute_environments(self, after: str | None, limit: int) -> list[ComputeEnvironment]:
+        return [codec.ce_from_doc(d) for d in self._list_docs("compute_environments", after, limit)]
+
+    def get_job_queue(self, name: str) -> JobQueue | None:
+        doc = self._get_doc("job_queues", name)
+        return None if doc is None else codec.queue_from_doc(doc)
+
+    def put_job_queue(self, queue: JobQueue) -> None:
+        self._put_doc("job_queues", queue.name, codec.queue_to_doc(queue))
+
+    def delete_job_queue(self, name: str) -> None:
+        self._c.execute("DELETE FROM job_queues WHERE name = ?", (name,))
+
+    def list_job_queues(self, after: str | None, limit: int) -> list[JobQueue]:
+        return [codec.queue_from_doc(d) for d in self._list_docs("job_queues", after, limit)]
+
+    def get_scheduling_policy(self, name: str) -> SchedulingPolicy | None:
+        doc = self._get_doc("scheduling_policies", name)
+        return None if doc is None else codec.policy_from_doc(doc)
+
+    def put_scheduling_policy(self, policy: SchedulingPolicy) -> None:
+        self._put_doc("scheduling_policies", policy.name, codec.policy_to_doc(policy))
+
+    def delete_scheduling_policy(self, name: str) -> None:
+        self._c.execute("DELETE FROM scheduling_policies WHERE name = ?", (name,))
+
+    def list_scheduling_policies(self, after: str | None, limit: int) -> list[SchedulingPolicy]:
+        docs = self._list_docs("scheduling_policies", after, limit)
+        return [codec.policy_from_doc(d) for d in docs]
+
+    # -- job definitions ------------------------------------------------------
+    def allocate_revision(self, name: str) -> int:
+        row = self._c.execute(
+            "INSERT INTO definition_revisions (name, last) VALUES (?, 1) "
+            "ON CONFLICT (name) DO UPDATE SET last = last + 1 RETURNING last",
+            (name,),
+        ).fetchone()
+        return int(row[0])
+
+    def put_job_definition(self, definition: JobDefinition) -> None:
+        self._c.execute(
+            "INSERT INTO job_definitions (name, revision, status, created_at, doc) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (name, revision) DO UPDATE SET "
+            "status = excluded.status, doc = excluded.doc",
+            (
+                definition.name,
+                definition.revision,
+                definition.status,
+                definition.created_at,
+                codec.dumps(codec.definition_to_doc(definition)),
+            ),
+        )
+
+    def get_job_definition(self, name: str, revision: int) -> JobDefinition | None:
+        row = self._c.execute(
+            "SELECT name, revision, status, created_at, doc FROM job_definitions "
+            "WHERE name = ? AND revision = ?",
+            (name, revision),
+        ).fetchone()
+        return None if row is None else self._definition(row)
+
+    def latest_active_definition(self, name: str) -> JobDefinition | None:
+        row = self._c.execute(
+            "SELECT name, revision, status, created_at, doc FROM job_definitions "
+            "WHERE name = ? AND status = 'ACTIVE' ORDER BY revision DESC LIMIT 1",
+            (name,),
+        ).fetchone()
+        return None if row is None else self._definition(row)
+
+    def list_job_definitions(
+        self,
+        *,
+        name: str | None,
+        status: str | None,
+        after: tuple[str, int] | None,
+        limit: int,
+    ) -> list[JobDefinition]:
+        where, args = [], []
+        if name is not None:
+            where.append("name = ?")
+            args.append(name)
+        if status is not None:
+            where.append("status = ?")
+            args.append(status)
+        if after is not None:
+            where.append("(name, revision) > (?, ?)")
+            args.extend(after)
+        sql = "SELECT name, revision, status, created_at, doc FROM job_definitions"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY name, revision LIMIT ?"
+        rows = self._c.execute(sql, (*args, limit)).fetchall()
+        return [self._definition(r) for r in rows]
+
+    @staticmethod
+    def _definition(row: Sequence[Any]) -> JobDefinition:
+        return codec.definition_from_row(row[0], row[1], row[2], row[3], codec.loads(row[4]))
+
+    # -- jobs -----------------------------------------------------------------
+    def insert_job(self, job: Job) -> None:
+        self._c.execute(
+            "INSERT INTO jobs (job_id, job_name, queue, def_name, def_rev, status, "
+            "status_reason, created_at, started_at, stopped_at, share_identifier, "
+            "array_parent, array_size, is_cancelled, is_terminated, spec, runtime, tags) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                job.job_id,
+                job.job_name,
+                job.queue,
+                job.definition_name,
+                job.definition_revision,
+                job.status.value,
+                job.status_reason,
+                job.created_at,
+                job.started_at,
+                job.stopped_at,
+                job.share_identifier,
+                job.array_parent,
+                job.array_size,
+                int(job.is_cancelled),
+                int(job.is_terminated),
+                codec.dumps(job.spec),
+                codec.dumps(job.runtime),
+                codec.dumps(job.tags),
+            ),
+        )
+
+    def get_jobs(self, job_ids: Sequence[str]) -> dict[str, Job]:
+        found: dict[str, Job] = {}
+        for part in chunks(list(dict.fromkeys(job_ids)), 500):
+            marks = ",".join("?" * len(part))
+            rows = self._c.execute(
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id IN ({marks})", tuple(part)
+            ).fetchall()
+            for row in rows:
+                found[row[1]] = _job_from_row(row)
+        return found
+
+    def update_job(self, job: Job, expected: JobStatus) -> bool:
+        cur = self._c.execute(
+            "UPDATE jobs SET status = ?, status_reason = ?, started_at = ?, stopped_at = ?, "
+            "is_cancelled = ?, is_terminated = ?, runtime = ?, tags = ? "
+            "WHERE job_id = ? AND status = ?",
+            (
+                job.status.value,
+                job.status_reason,
+                job.started_at,
+                job.stopped_at,
+                int(job.is_cancelled),
+                int(job.is_terminated),
+                codec.dumps(job.runtime),
+                codec.dumps(job.tags),
+                job.job_id,
+                expected.value,
+            ),
+        )
+        return cur.rowcount == 1
+
+    def list_jobs(self, query: JobQuery) -> list[tuple[int, Job]]:
+        where: list[str] = []
+        args: list[Any] = []
+
+        def add(clause: str, *values: Any) -> None:
+            where.append(clause)
+            args.extend(values)
+
+        if query.queue is not None:
+            add("queue = ?", query.queue)
+        if query.array_parent is not None:
+            add("array_parent = ?", query.array_parent)
+        if query.top_level_only:
+            add("array_parent IS NULL")
+        if query.status is not None:
+            add("status = ?", query.status.value)
+        if query.name_equals is not None:
+            add("job_name = ? COLLATE NOCASE", query.name_equals)
+        if query.name_prefix is not None:
+            add("job_name LIKE ? ESCAPE '\\'", _like_prefix(query.name_prefix))
+        if query.definition_name is not None:
+            add("def_name = ?", query.definition_name)
+        if query.definition_prefix is not None:
+            # GLOB is case-sensitive, as the JOB_DEFINITION filter is.
+            add("def_name GLOB ?", _glob_prefix(query.definition_prefix))
+        if query.definition_revision is not None:
+            add("def_rev = ?", query.definition_revision)
+        if query.created_before is not None:
+            add("created_at < ?", query.created_before)
+        if query.created_after is not None:
+            add("created_at > ?", query.created_after)
+        if query.share_identifier is not None:
+            add("share_identifier = ?", query.share_identifier)
+        if query.before_seq is not None:
+            add("seq < ?", query.before_seq)
+        sql = f"SELECT {_JOB_COLUMNS} FROM jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        rows = self._c.execute(sql, (*args, query.limit)).fetchall()
+        return [(row[0], _job_from_row(row)) for row in rows]
+
+    def queued_jobs(self, queue: str, statuses: Sequence[JobStatus], limit: int) -> list[Job]:
+        marks = ",".join("?" * len(statuses))
+        rows = self._c.execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE queue = ? AND status IN ({marks}) "
+            "ORDER BY seq LIMIT ?",
+            (queue, *(s.value for s in statuses), limit),
+        ).fetchall()
+        return [_job_from_row(r) for r in rows]
+
+    # -- idempotency ----------------------------------------------------------
+    def get_idempotency(self, token: str) -> str | None:
+        row = self._c.execute("SELECT job_id FROM idempotency WHERE token = ?", (token,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def put_idempotency(self, token: str, job_id: str, now_ms: int) -> None:
+        self._c.execute(
+            "INSERT INTO idempotency (token, job_id, created_at) VALUES (?, ?, ?)",
+            (token, job_id, now_ms),
+        )
+
+
+def _like_prefix(prefix: str) -> str:
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + "%"
+
+
+def _glob_prefix(prefix: str) -> str:
+    escaped = "".join(f"[{ch}]" if ch in "*?[" else ch for ch in prefix)
+    return escaped + "*"
+
+
+class SqliteStore:
+    """A Store on one SQLite database file (or ':memory:' for unit tests)."""
+
+    def __init__(self, path: Path | str, *, synchronous: str = "NORMAL") -> None:
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValueError("synchronous must be NORMAL or FULL")
+        try:
+            self._conn = sqlite3.connect(
+                str(path), isolation_level=None, check_same_thread=False
+            )
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute(f"PRAGMA synchronous = {synchronous}")
+            self._conn.execute("PRAGMA busy_timeout = 5000")
+            self._migrate()
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot open the SQLite store at {path}: {e}") from e
+        self._lock = threading.RLock()
+
+    def _migrate(self) -> None:
+        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"the store was written by a newer shoal (schema {version} > {SCHEMA_VERSION})"
+            )
+        if version < SCHEMA_VERSION:
+            self._conn.executescript(_SCHEMA)
+            self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[SqliteTransaction]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield SqliteTransaction(self._conn)
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    @contextmanager
+    def read(self) -> Iterator[SqliteTransaction]:
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                yield SqliteTransaction(self._conn)
+            finally:
+                self._conn.execute("ROLLBACK")
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
