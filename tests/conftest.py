@@ -137,6 +137,7 @@ def aws_cli(server: Server, *args: str, check: bool = True) -> subprocess.Comple
 
 # -- small builders shared by the tests ---------------------------------------
 
+
 def make_ce(batch: Any, name: str, *, kind: str = "EC2", max_vcpus: int = 16, **kw: Any) -> str:
     resources: dict[str, Any] = {"type": kind, "maxvCpus": max_vcpus}
     if kind not in ("FARGATE", "FARGATE_SPOT"):

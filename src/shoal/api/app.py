@@ -51,7 +51,9 @@ class Request:
         try:
             doc = orjson.loads(self.body)
         except orjson.JSONDecodeError as e:
-            raise WireError(400, "ClientException", f"The request body is not valid JSON: {e}") from None
+            raise WireError(
+                400, "ClientException", f"The request body is not valid JSON: {e}"
+            ) from None
         if not isinstance(doc, dict):
             raise WireError(400, "ClientException", "The request body must be a JSON object.")
         return doc

@@ -12,7 +12,7 @@ import functools
 from typing import Any
 
 import botocore.session
-from botocore.model import OperationModel, ServiceModel, Shape
+from botocore.model import OperationModel, ServiceModel
 
 from shoal.domain.errors import InvalidRequest
 
@@ -45,7 +45,7 @@ def _wrong(path: str, expected: str, value: Any) -> InvalidRequest:
     )
 
 
-def _check_min(shape: Shape, path: str, value: Any, size: int | None = None) -> None:
+def _check_min(shape: Any, path: str, value: Any, size: int | None = None) -> None:
     minimum = shape.metadata.get("min")
     if minimum is None:
         return
@@ -56,7 +56,7 @@ def _check_min(shape: Shape, path: str, value: Any, size: int | None = None) -> 
         raise InvalidRequest(f"{path} must be at least {minimum}; got {value}.")
 
 
-def clean(shape: Shape, value: Any, path: str) -> Any:
+def clean(shape: Any, value: Any, path: str) -> Any:
     """`value` checked against `shape`, with unknown structure members dropped.
 
     A member sent as JSON null is treated as absent.

@@ -92,7 +92,9 @@ def check_retry_strategy(strategy: Mapping[str, Any] | None) -> None:
             if value is None:
                 continue
             if len(value) > 512 or not pattern.match(value):
-                kind = "digits" if member == "onExitCode" else "letters, numbers, '.', ':' and spaces"
+                kind = (
+                    "digits" if member == "onExitCode" else "letters, numbers, '.', ':' and spaces"
+                )
                 raise InvalidRequest(
                     f"{where}.{member} {value!r} is invalid: use up to 512 {kind}, "
                     "optionally ending in '*'."
@@ -160,4 +162,6 @@ def check_reason(reason: str) -> None:
 
 def check_scheduling_priority(value: int | None, what: str) -> None:
     if value is not None and not 0 <= value <= MAX_SCHEDULING_PRIORITY:
-        raise InvalidRequest(f"{what} must be between 0 and {MAX_SCHEDULING_PRIORITY}; got {value}.")
+        raise InvalidRequest(
+            f"{what} must be between 0 and {MAX_SCHEDULING_PRIORITY}; got {value}."
+        )

@@ -49,8 +49,7 @@ def _check_compute_resources(resources: Json) -> None:
         )
     if desired is not None and not (min_v or 0) <= desired <= max_v:
         raise InvalidRequest(
-            "computeResources.desiredvCpus must be between minvCpus and maxvCpus; "
-            f"got {desired}."
+            f"computeResources.desiredvCpus must be between minvCpus and maxvCpus; got {desired}."
         )
     if kind in ("FARGATE", "FARGATE_SPOT"):
         for member in _FARGATE_FORBIDDEN:

@@ -157,9 +157,7 @@ def update(ctx: Context, req: Json) -> Json:
                 queue,
                 **changes,
                 extra=extra,
-                lifecycle=Lifecycle(
-                    status=ResourceStatus.UPDATING, settles_at=ctx.settles_at(now)
-                ),
+                lifecycle=Lifecycle(status=ResourceStatus.UPDATING, settles_at=ctx.settles_at(now)),
             )
         )
     return {"jobQueueName": queue.name, "jobQueueArn": ctx.arns.job_queue(queue.name)}
@@ -215,9 +213,7 @@ def describe(ctx: Context, req: Json) -> Json:
         after = pagination.decode("DescribeJobQueues", req.get("nextToken"))
         batch = tx.list_job_queues(after, limit)
     out: Json = {
-        "jobQueues": [
-            views.job_queue(q, ctx.arns, now) for q in batch if not q.lifecycle.gone(now)
-        ]
+        "jobQueues": [views.job_queue(q, ctx.arns, now) for q in batch if not q.lifecycle.gone(now)]
     }
     if len(batch) == limit:
         out["nextToken"] = pagination.encode("DescribeJobQueues", batch[-1].name)

@@ -30,7 +30,13 @@ def describe(ctx: Context, req: Json) -> Json:
     }
 
 
-_FILTERS = ("JOB_NAME", "JOB_DEFINITION", "BEFORE_CREATED_AT", "AFTER_CREATED_AT", "SHARE_IDENTIFIER")
+_FILTERS = (
+    "JOB_NAME",
+    "JOB_DEFINITION",
+    "BEFORE_CREATED_AT",
+    "AFTER_CREATED_AT",
+    "SHARE_IDENTIFIER",
+)
 
 
 def _apply_filter(query: dict[str, Any], name: str, value: str) -> None:
@@ -178,4 +184,3 @@ def cancel_many(ctx: Context, req: Json) -> Json:
 
 def terminate_many(ctx: Context, req: Json) -> Json:
     return _stop_many(ctx, req, terminate=True)
-

@@ -91,5 +91,10 @@ def tag(ctx: Context, req: Json) -> Json:
 def untag(ctx: Context, req: Json) -> Json:
     keys = set(req["tagKeys"])
     with ctx.store.transaction() as tx:
-        _edit(tx, ctx, req["resourceArn"], lambda tags: {k: v for k, v in tags.items() if k not in keys})
+        _edit(
+            tx,
+            ctx,
+            req["resourceArn"],
+            lambda tags: {k: v for k, v in tags.items() if k not in keys},
+        )
     return {}

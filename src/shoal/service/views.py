@@ -57,10 +57,14 @@ def job_queue(queue: JobQueue, arns: Arns, now_ms: int) -> Json:
                 arns.scheduling_policy(queue.scheduling_policy) if queue.scheduling_policy else None
             ),
             "status": status.value,
-            "statusReason": queue.status_reason or ("JobQueue Healthy" if status == "VALID" else None),
+            "statusReason": queue.status_reason
+            or ("JobQueue Healthy" if status == "VALID" else None),
             "priority": queue.priority,
             "computeEnvironmentOrder": [
-                {"order": o.order, "computeEnvironment": arns.compute_environment(o.compute_environment)}
+                {
+                    "order": o.order,
+                    "computeEnvironment": arns.compute_environment(o.compute_environment),
+                }
                 for o in queue.compute_environment_order
             ],
             "tags": queue.tags,
@@ -169,9 +173,7 @@ def job_detail(job: Job, arns: Arns, *, queue_arn: str, now_ms: int) -> Json:
 def job_summary(job: Job, arns: Arns, now_ms: int) -> Json:
     spec = job.spec
     runtime_container = job.runtime.get("container") or {}
-    container = {
-        k: runtime_container[k] for k in ("exitCode", "reason") if k in runtime_container
-    }
+    container = {k: runtime_container[k] for k in ("exitCode", "reason") if k in runtime_container}
     doc: Json = {
         "jobArn": arns.job(job.job_id),
         "jobId": job.job_id,

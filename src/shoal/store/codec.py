@@ -9,9 +9,9 @@ import orjson
 from shoal.domain.records import (
     CeOrder,
     ComputeEnvironment,
-    Json,
     JobDefinition,
     JobQueue,
+    Json,
     Lifecycle,
     ResourceStatus,
     SchedulingPolicy,

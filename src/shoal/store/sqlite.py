@@ -216,7 +216,8 @@ class SqliteTransaction:
         after: tuple[str, int] | None,
         limit: int,
     ) -> list[JobDefinition]:
-        where, args = [], []
+        where: list[str] = []
+        args: list[Any] = []
         if name is not None:
             where.append("name = ?")
             args.append(name)
@@ -377,9 +378,7 @@ class SqliteStore:
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError("synchronous must be NORMAL or FULL")
         try:
-            self._conn = sqlite3.connect(
-                str(path), isolation_level=None, check_same_thread=False
-            )
+            self._conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute(f"PRAGMA synchronous = {synchronous}")
             self._conn.execute("PRAGMA busy_timeout = 5000")
