@@ -26,3 +26,14 @@ class Settings:
     idempotency_ttl_ms: int = 24 * 3600 * 1000
     # SQLite synchronous mode: NORMAL survives process death, FULL power loss.
     sqlite_synchronous: str = "NORMAL"
+    # Run jobs (False: a pure control plane; jobs stay where they are).
+    engine: bool = True
+    # Executor of compute environments without a `shoal:executor` tag.
+    default_executor: str = "process"
+    # SIGTERM -> SIGKILL grace on timeout and TerminateJob (AWS: 30 s).
+    kill_grace_seconds: float = 30.0
+    # What this host offers jobs of host-bound executors; None = all of it.
+    host_vcpus: float | None = None
+    host_memory_mib: int | None = None
+    # How often a running job's output is moved into the log store.
+    log_poll_seconds: float = 0.2

@@ -2,23 +2,70 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from shoal.api.app import ShoalApp
 from shoal.config import Settings
 from shoal.domain.clock import SystemClock
+from shoal.engine.capacity import Limits
+from shoal.engine.engine import Engine
+from shoal.executors.cgroups import MemoryCgroups
+from shoal.executors.process import ProcessExecutor
+from shoal.logs.store import LogStore
 from shoal.service.context import Context
 from shoal.store.sqlite import SqliteStore
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Runtime:
     ctx: Context
     app: ShoalApp
+    logs: LogStore
+    engine: Engine | None = None
+
+
+def host_limits(settings: Settings) -> Limits:
+    vcpus = settings.host_vcpus or float(os.cpu_count() or 1)
+    memory = settings.host_memory_mib
+    if memory is None:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)
+    return Limits(vcpus=vcpus, memory_mib=memory, gpus=0)
 
 
 def build(settings: Settings) -> Runtime:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = SqliteStore(settings.data_dir / "shoal.db", synchronous=settings.sqlite_synchronous)
     ctx = Context(store=store, clock=SystemClock(), settings=settings)
-    return Runtime(ctx=ctx, app=ShoalApp(ctx, on_shutdown=store.close))
+    logs = LogStore(settings.data_dir / "logs")
+    runtime = Runtime(ctx=ctx, app=ShoalApp(ctx, logs=logs), logs=logs)
+
+    async def startup() -> None:
+        if not settings.engine:
+            return
+        process = ProcessExecutor(
+            settings.data_dir / "attempts",
+            logs,
+            cgroups=MemoryCgroups(),
+            log_poll_seconds=settings.log_poll_seconds,
+        )
+        engine = Engine(
+            ctx,
+            {process.name: process},
+            logs,
+            default_executor=settings.default_executor,
+            host=host_limits(settings),
+            kill_grace_seconds=settings.kill_grace_seconds,
+        )
+        ctx.notifier.on_wake.append(engine.wake)
+        ctx.notifier.on_terminate.append(engine.terminate)
+        runtime.engine = engine
+        await engine.start()
+
+    async def shutdown() -> None:
+        if runtime.engine is not None:
+            await runtime.engine.stop()
+        store.close()
+
+    runtime.app = ShoalApp(ctx, logs=logs, on_startup=startup, on_shutdown=shutdown)
+    return runtime

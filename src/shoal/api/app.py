@@ -18,8 +18,10 @@ from urllib.parse import parse_qs, unquote
 import orjson
 
 from shoal.api import batch
+from shoal.api import logs as logs_api
 from shoal.api.errors import WireError, to_wire
 from shoal.api.model import clean_input
+from shoal.logs.store import LogStore
 from shoal.service.context import Context
 
 log = logging.getLogger("shoal.api")
@@ -30,10 +32,11 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 MAX_BODY = 1024 * 1024  # far above any Batch limit; guards memory, not semantics
 _JSON = b"application/json"
+_JSON_11 = b"application/x-amz-json-1.1"
 
 
 class Request:
-    __slots__ = ("body", "headers", "method", "path", "query")
+    __slots__ = ("body", "content_type", "headers", "method", "path", "query", "service")
 
     def __init__(self, scope: Scope, body: bytes) -> None:
         self.method: str = scope["method"]
@@ -44,6 +47,8 @@ class Request:
             k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]
         }
         self.body = body
+        self.service = "batch"  # decides how errors are encoded
+        self.content_type = _JSON
 
     def json_body(self) -> dict[str, Any]:
         if not self.body.strip():
@@ -59,9 +64,21 @@ class Request:
         return doc
 
 
+Hook = Callable[[], Awaitable[None]]
+
+
 class ShoalApp:
-    def __init__(self, ctx: Context, *, on_shutdown: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        *,
+        logs: LogStore | None = None,
+        on_startup: Hook | None = None,
+        on_shutdown: Hook | None = None,
+    ) -> None:
         self.ctx = ctx
+        self.logs = logs
+        self._on_startup = on_startup
         self._on_shutdown = on_shutdown
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -71,26 +88,30 @@ class ShoalApp:
         if scope["type"] != "http":
             return
         request_id = str(uuid.uuid4())
+        request: Request | None = None
         try:
             body = await _read_body(receive)
             request = Request(scope, body)
             status, doc = self._dispatch(request)
-            await _respond(send, status, orjson.dumps(doc), request_id)
+            await _respond(send, status, orjson.dumps(doc), request_id, request.content_type)
         except Exception as e:  # every failure becomes an AWS-shaped error
-            err = to_wire(e)
+            err = to_wire(e, request.service if request else "batch")
             if err.status >= 500:
                 log.exception("request %s failed", request_id)
             payload = orjson.dumps({"__type": err.code, "message": err.message})
-            await _respond(send, err.status, payload, request_id, error_type=err.code)
+            content_type = request.content_type if request else _JSON
+            await _respond(send, err.status, payload, request_id, content_type, error_type=err.code)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                if self._on_startup is not None:
+                    await self._on_startup()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self._on_shutdown is not None:
-                    self._on_shutdown()
+                    await self._on_shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -107,16 +128,29 @@ class ShoalApp:
         name = batch.OPERATIONS_BY_PATH.get(path.lower())
         if name is None:
             if path == "/" and request.method == "POST":
-                target = request.headers.get("x-amz-target", "")
-                raise WireError(
-                    400,
-                    "UnknownOperationException",
-                    f"Unknown operation {target or '(no X-Amz-Target header)'}.",
-                )
+                return 200, self._json_protocol(request)
             raise WireError(404, "UnknownOperationException", f"No operation at {path}.")
         if request.method != "POST":
             raise WireError(405, "ClientException", f"{name} takes POST, not {request.method}.")
         return 200, self._call(name, request.json_body(), request)
+
+    def _json_protocol(self, request: Request) -> Any:
+        """JSON 1.1 services on `POST /`, chosen by the X-Amz-Target prefix."""
+        target = request.headers.get("x-amz-target", "")
+        request.content_type = _JSON_11
+        if target.startswith(logs_api.TARGET_PREFIX) and self.logs is not None:
+            request.service = "logs"
+            name = target[len(logs_api.TARGET_PREFIX) :]
+            operation = logs_api.operation_model(name)
+            if operation is None:
+                raise WireError(400, "UnknownOperationException", f"Unknown operation {target}.")
+            params = clean_input(operation, request.json_body())
+            return logs_api.handler(name)(self.ctx, self.logs, params)
+        raise WireError(
+            400,
+            "UnknownOperationException",
+            f"Unknown operation {target or '(no X-Amz-Target header)'}.",
+        )
 
     def _tags(self, request: Request, encoded_arn: str) -> Any:
         arn = unquote(encoded_arn)
@@ -159,10 +193,16 @@ async def _read_body(receive: Receive) -> bytes:
 
 
 async def _respond(
-    send: Send, status: int, payload: bytes, request_id: str, *, error_type: str | None = None
+    send: Send,
+    status: int,
+    payload: bytes,
+    request_id: str,
+    content_type: bytes,
+    *,
+    error_type: str | None = None,
 ) -> None:
     headers = [
-        (b"content-type", _JSON),
+        (b"content-type", content_type),
         (b"content-length", str(len(payload)).encode()),
         (b"x-amzn-requestid", request_id.encode()),
     ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shoal.domain.errors import DomainError
+from shoal.domain.errors import Conflict, DomainError, NotFound
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,11 +16,18 @@ class WireError(Exception):
     message: str
 
 
-def to_wire(error: Exception) -> WireError:
+def to_wire(error: Exception, service: str = "batch") -> WireError:
     if isinstance(error, WireError):
         return error
+    if isinstance(error, DomainError) and service == "logs":
+        if isinstance(error, NotFound):
+            return WireError(400, "ResourceNotFoundException", error.message)
+        if isinstance(error, Conflict):
+            return WireError(400, "ResourceAlreadyExistsException", error.message)
+        return WireError(400, "InvalidParameterException", error.message)
     if isinstance(error, DomainError):
         # Batch models exactly two errors; every caller mistake is a
         # ClientException (HTTP 400), which SDKs never retry.
         return WireError(400, "ClientException", error.message)
-    return WireError(500, "ServerException", "Internal server error; see the shoal server log.")
+    code = "ServiceUnavailableException" if service == "logs" else "ServerException"
+    return WireError(500, code, "Internal server error; see the shoal server log.")

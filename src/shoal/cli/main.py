@@ -49,6 +49,31 @@ def cli() -> None:
     show_default=True,
     help="NORMAL survives a crash of shoal; FULL also a power loss (an fsync per commit).",
 )
+@click.option(
+    "--engine/--no-engine",
+    default=False,
+    show_default=True,
+    help="Run jobs; --no-engine serves the API only (jobs are accepted, not run).",
+)
+@click.option(
+    "--kill-grace-seconds",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Time between SIGTERM and SIGKILL on timeout and TerminateJob (AWS: 30).",
+)
+@click.option(
+    "--host-vcpus",
+    type=click.FloatRange(min=0.01),
+    default=None,
+    help="vCPUs this host offers to jobs [default: its CPU count].",
+)
+@click.option(
+    "--host-memory-mib",
+    type=click.IntRange(min=4),
+    default=None,
+    help="Memory this host offers to jobs [default: its RAM].",
+)
 @click.option("--log-level", default="info", show_default=True)
 def server(
     host: str,
@@ -59,6 +84,10 @@ def server(
     settle_delay_ms: int,
     min_timeout_seconds: int,
     sqlite_sync: str,
+    engine: bool,
+    kill_grace_seconds: float,
+    host_vcpus: float | None,
+    host_memory_mib: int | None,
     log_level: str,
 ) -> None:
     """Run the shoal server in the foreground."""
@@ -76,6 +105,10 @@ def server(
         settle_delay_ms=settle_delay_ms,
         min_timeout_seconds=min_timeout_seconds,
         sqlite_synchronous=sqlite_sync,
+        engine=engine,
+        kill_grace_seconds=kill_grace_seconds,
+        host_vcpus=host_vcpus,
+        host_memory_mib=host_memory_mib,
     )
     runtime = build(settings)
     click.echo(

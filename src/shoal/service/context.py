@@ -1,13 +1,38 @@
-"""What every use-case needs: the store, the clock, ARNs and settings."""
+"""What every use-case needs: the store, the clock, ARNs, settings, and a way
+to tell the engine that something changed."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from shoal.config import Settings
 from shoal.domain.arns import Arns
 from shoal.domain.clock import Clock
 from shoal.store.base import Store
+
+Callable0 = Callable[[], None]
+Callable2 = Callable[[str, str], None]
+
+
+class Notifier:
+    """Wake-ups from use-cases to the engine, after their transaction committed.
+
+    Without an engine attached (a pure control plane, or tests of the service
+    layer) the calls do nothing; the engine finds the work on its next cycle.
+    """
+
+    def __init__(self) -> None:
+        self.on_wake: list[Callable0] = []
+        self.on_terminate: list[Callable2] = []
+
+    def wake(self) -> None:
+        for fn in self.on_wake:
+            fn()
+
+    def terminate(self, job_id: str, reason: str) -> None:
+        for fn in self.on_terminate:
+            fn(job_id, reason)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -15,6 +40,7 @@ class Context:
     store: Store
     clock: Clock
     settings: Settings
+    notifier: Notifier = field(default_factory=Notifier)
 
     @property
     def arns(self) -> Arns:

@@ -111,6 +111,10 @@ class Transaction(Protocol):
         """Jobs of `queue` in `statuses`, oldest first (FIFO order)."""
         ...
 
+    def jobs_in_status(self, statuses: Sequence[JobStatus], limit: int) -> list[Job]:
+        """Jobs of any queue in `statuses`, oldest first."""
+        ...
+
     # -- idempotency ----------------------------------------------------------
     def get_idempotency(self, token: str) -> str | None:
         """The job id created by the request that carried `token`, if any."""

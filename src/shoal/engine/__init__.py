@@ -1,0 +1,1 @@
+"""The running machinery: dispatch, placement, attempts, retries, reattach."""

@@ -1,0 +1,70 @@
+"""Resource arithmetic for placement: what a compute environment can hold."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shoal.domain.container import Resources
+from shoal.domain.records import ComputeEnvironment
+
+
+@dataclass(slots=True)
+class Usage:
+    vcpus: float = 0.0
+    memory_mib: int = 0
+    gpus: int = 0
+
+    def add(self, r: Resources, sign: int = 1) -> None:
+        self.vcpus += sign * (r.vcpus or 0.0)
+        self.memory_mib += sign * (r.memory_mib or 0)
+        self.gpus += sign * r.gpus
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    vcpus: float
+    memory_mib: int | None  # None: not limited
+    gpus: int | None
+
+    def holds(self, used: Usage, need: Resources) -> bool:
+        if used.vcpus + (need.vcpus or 0.0) > self.vcpus + 1e-9:
+            return False
+        if (
+            self.memory_mib is not None
+            and used.memory_mib + (need.memory_mib or 0) > self.memory_mib
+        ):
+            return False
+        return self.gpus is None or used.gpus + need.gpus <= self.gpus
+
+    def ever_holds(self, need: Resources) -> bool:
+        return self.holds(Usage(), need)
+
+
+def ce_limits(ce: ComputeEnvironment, host: Limits | None) -> Limits:
+    """A compute environment's ceiling: maxvCpus for MANAGED, unmanagedvCpus (or
+    the host) for UNMANAGED, and never more than the host an executor runs on."""
+    if ce.compute_resources is not None:
+        vcpus = float(ce.compute_resources.get("maxvCpus", 0))
+    elif ce.unmanaged_vcpus:
+        vcpus = float(ce.unmanaged_vcpus)
+    else:
+        vcpus = host.vcpus if host is not None else float("inf")
+    if host is None:
+        return Limits(vcpus=vcpus, memory_mib=None, gpus=None)
+    return Limits(vcpus=min(vcpus, host.vcpus), memory_mib=host.memory_mib, gpus=host.gpus)
+
+
+def describe_need(need: Resources) -> str:
+    parts = [f"{need.vcpus:g} vCPU", f"{need.memory_mib} MiB memory"]
+    if need.gpus:
+        parts.append(f"{need.gpus} GPU")
+    return ", ".join(parts)
+
+
+def describe_free(limits: Limits, used: Usage) -> str:
+    parts = [f"{limits.vcpus - used.vcpus:g} of {limits.vcpus:g} vCPU free"]
+    if limits.memory_mib is not None:
+        parts.append(f"{limits.memory_mib - used.memory_mib} of {limits.memory_mib} MiB free")
+    if limits.gpus:
+        parts.append(f"{limits.gpus - used.gpus} of {limits.gpus} GPU free")
+    return ", ".join(parts)

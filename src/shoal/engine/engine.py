@@ -1,0 +1,532 @@
+"""The engine: moves jobs SUBMITTED -> ... -> SUCCEEDED/FAILED.
+
+It runs on the server's event loop and is driven by wake-ups (a submit, an
+exit, a terminate), never by polling delays. Each cycle:
+
+1. SUBMITTED jobs are evaluated: dependencies decide PENDING, RUNNABLE or FAILED;
+2. queues are visited by priority (higher first), each in FIFO order: a job
+   goes to the first compute environment of its queue (in `order`) that is
+   ENABLED, VALID and has room; it becomes STARTING, then its executor starts
+   it and it becomes RUNNING;
+3. an attempt's exit goes through the retry rules: SUCCEEDED, FAILED, or
+   RUNNABLE again for the next attempt.
+
+Placement policy (AWS leaves it open): within a queue, strict FIFO among jobs
+that could ever fit — the first one that does not fit now blocks the queue
+(its statusReason says what it needs and what is free); a job that can never
+fit (more than any of its compute environments holds) stays RUNNABLE with a
+MISCONFIGURATION reason and does not block the jobs behind it. Lower-priority
+queues may use capacity a blocked higher-priority queue cannot.
+
+Every state change is a compare-and-set in the store, committed before the
+next step, so a job is never started twice for one attempt: an attempt is
+recorded STARTING before it launches, and after a restart the executor
+either reattaches to it or guarantees it never starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from shoal.domain.arns import new_task_id
+from shoal.domain.container import Resources, resources_of
+from shoal.domain.records import ComputeEnvironment, Job, JobStatus, Json, ResourceStatus
+from shoal.domain.retry import AttemptOutcome, Decision, decide
+from shoal.engine.capacity import Limits, Usage, ce_limits, describe_free, describe_need
+from shoal.executors.base import (
+    FAILED_TO_START,
+    Executor,
+    Exit,
+    LaunchError,
+    LaunchSpec,
+)
+from shoal.logs.store import LogStore
+from shoal.service.context import Context
+from shoal.store.base import Transaction
+
+log = logging.getLogger("shoal.engine")
+
+TIMEOUT_REASON = "Job attempt duration exceeded timeout"
+DEPENDENCY_FAILED = "Dependent Job failed"
+_BATCH = 500
+
+
+@dataclass(slots=True)
+class Attempt:
+    """An attempt this engine has launched (or reattached to)."""
+
+    job_id: str
+    task_id: str
+    ce: str
+    executor: Executor
+    need: Resources
+    handle: dict[str, Any] | None = None
+    stop_reason: str | None = None  # set by timeout or TerminateJob
+    retryable: bool = True
+    timer: asyncio.TimerHandle | None = None
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class Engine:
+    def __init__(
+        self,
+        ctx: Context,
+        executors: dict[str, Executor],
+        logs: LogStore,
+        *,
+        default_executor: str = "process",
+        host: Limits | None = None,
+        kill_grace_seconds: float = 30.0,
+    ) -> None:
+        self.ctx = ctx
+        self.executors = executors
+        self.logs = logs
+        self.default_executor = default_executor
+        self.host = host
+        self.kill_grace_seconds = kill_grace_seconds
+        self._wake = asyncio.Event()
+        self._attempts: dict[str, Attempt] = {}
+        self._ce_used: dict[str, Usage] = {}
+        self._host_used = Usage()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle ------------------------------------------------------------
+    async def start(self) -> None:
+        await self._reconcile()
+        self._loop_task = asyncio.create_task(self._run(), name="shoal-engine")
+        self.wake()
+
+    async def stop(self) -> None:
+        """Stop dispatching. Running jobs keep running; a restart reattaches."""
+        tasks = [a.task for a in self._attempts.values() if a.task is not None]
+        if self._loop_task is not None:
+            tasks.append(self._loop_task)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run `coro` in the background, keeping a reference until it ends."""
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def terminate(self, job_id: str, reason: str) -> None:
+        """TerminateJob on a STARTING/RUNNING job: stop its attempt, never retry it."""
+        attempt = self._attempts.get(job_id)
+        if attempt is None or attempt.stop_reason is not None:
+            return
+        attempt.stop_reason = reason
+        attempt.retryable = False
+        if attempt.handle is not None:
+            self._spawn(self._stop(attempt))
+
+    # -- the loop -------------------------------------------------------------
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                if self._cycle():
+                    self._wake.set()
+            except Exception:
+                log.exception("engine cycle failed; retrying on the next wake-up")
+                await asyncio.sleep(0.5)
+                self._wake.set()
+
+    def _cycle(self) -> bool:
+        """One pass; True if there is more to do at once."""
+        more = self._evaluate_submitted()
+        self._place()
+        return more
+
+    def _executor_for(self, ce: ComputeEnvironment) -> Executor:
+        name = ce.tags.get("shoal:executor", self.default_executor)
+        return self.executors.get(name) or self.executors[self.default_executor]
+
+    # -- SUBMITTED -> PENDING | RUNNABLE | FAILED -------------------------------
+    def _evaluate_submitted(self) -> bool:
+        now = self.ctx.clock.now_ms()
+        with self.ctx.store.transaction() as tx:
+            waiting = tx.jobs_in_status((JobStatus.SUBMITTED, JobStatus.PENDING), _BATCH)
+            deps = tx.get_jobs(
+                [
+                    d["jobId"].split(":")[0]
+                    for j in waiting
+                    for d in j.spec.get("dependsOn", [])
+                    if d.get("jobId")
+                ]
+            )
+            for job in waiting:
+                status, reason = self._dependency_status(job, deps)
+                if status is job.status:
+                    continue
+                changes: dict[str, Any] = {"status": status, "status_reason": reason}
+                runtime = dict(job.runtime)
+                if status is JobStatus.RUNNABLE:
+                    runtime["runnableAt"] = now
+                if status is JobStatus.FAILED:
+                    changes["stopped_at"] = now
+                tx.update_job(dataclasses.replace(job, **changes, runtime=runtime), job.status)
+        return len(waiting) == _BATCH
+
+    @staticmethod
+    def _dependency_status(job: Job, deps: dict[str, Job]) -> tuple[JobStatus, str | None]:
+        ids = [d["jobId"].split(":")[0] for d in job.spec.get("dependsOn", []) if d.get("jobId")]
+        if any(deps[i].status is JobStatus.FAILED for i in ids if i in deps):
+            return JobStatus.FAILED, DEPENDENCY_FAILED
+        if all(i in deps and deps[i].status is JobStatus.SUCCEEDED for i in ids):
+            return JobStatus.RUNNABLE, None
+        return JobStatus.PENDING, None
+
+    # -- placement ------------------------------------------------------------
+    def _place(self) -> None:
+        now = self.ctx.clock.now_ms()
+        placed: list[tuple[Job, Attempt]] = []
+        with self.ctx.store.transaction() as tx:
+            queues = sorted(
+                (q for q in tx.list_job_queues(None, 10_000) if not q.lifecycle.gone(now)),
+                key=lambda q: (-q.priority, q.name),
+            )
+            ces = {
+                ce.name: ce
+                for ce in tx.list_compute_environments(None, 10_000)
+                if not ce.lifecycle.gone(now)
+            }
+            for queue in queues:
+                usable = [
+                    ces[o.compute_environment]
+                    for o in sorted(queue.compute_environment_order, key=lambda o: o.order)
+                    if o.compute_environment in ces
+                ]
+                usable = [
+                    ce
+                    for ce in usable
+                    if ce.state == "ENABLED" and ce.lifecycle.effective(now) is ResourceStatus.VALID
+                ]
+                self._place_queue(tx, queue.name, usable, placed, now)
+        for job, attempt in placed:
+            attempt.task = asyncio.create_task(self._run_attempt(job, attempt))
+
+    def _limits(self, ce: ComputeEnvironment) -> tuple[Limits, Usage, bool]:
+        executor = self._executor_for(ce)
+        on_host = getattr(executor, "name", "") == "process"
+        limits = ce_limits(ce, self.host if on_host else None)
+        return limits, self._ce_used.setdefault(ce.name, Usage()), on_host
+
+    def _place_queue(
+        self,
+        tx: Transaction,
+        queue: str,
+        ces: list[ComputeEnvironment],
+        placed: list[tuple[Job, Attempt]],
+        now: int,
+    ) -> None:
+        for job in tx.queued_jobs(queue, (JobStatus.RUNNABLE,), _BATCH):
+            need = resources_of(job.spec.get("container") or {})
+            fits_ever = False
+            blocked_by: str | None = None
+            for ce in ces:
+                limits, used, on_host = self._limits(ce)
+                if not limits.ever_holds(need):
+                    continue
+                fits_ever = True
+                host_ok = not on_host or self.host is None or self.host.holds(self._host_used, need)
+                if limits.holds(used, need) and host_ok:
+                    attempt = self._claim(tx, job, ce, need, now)
+                    if attempt is not None:
+                        placed.append((job, attempt))
+                    break
+                blocked_by = blocked_by or (
+                    f"CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY - The job needs "
+                    f"{describe_need(need)}; compute environment {ce.name} has "
+                    f"{describe_free(limits, used)}."
+                )
+            else:
+                if not ces:
+                    self._set_reason(
+                        tx,
+                        job,
+                        "ACTION_REQUIRED - CE(s) associated with the job queue are invalid "
+                        "or disabled.",
+                    )
+                    return
+                if not fits_ever:
+                    biggest = max((self._limits(ce)[0].vcpus for ce in ces), default=0.0)
+                    self._set_reason(
+                        tx,
+                        job,
+                        "MISCONFIGURATION:COMPUTE_ENVIRONMENT_MAX_RESOURCE - The job needs "
+                        f"{describe_need(need)}, more than any compute environment of the "
+                        f"queue can hold (at most {biggest:g} vCPU).",
+                    )
+                    continue
+                if blocked_by is not None:
+                    self._set_reason(tx, job, blocked_by)
+                return  # strict FIFO: the head that fits later blocks the queue
+
+    def _set_reason(self, tx: Transaction, job: Job, reason: str) -> None:
+        if job.status_reason == reason:
+            return
+        tx.update_job(dataclasses.replace(job, status_reason=reason), JobStatus.RUNNABLE)
+
+    def _claim(
+        self, tx: Transaction, job: Job, ce: ComputeEnvironment, need: Resources, now: int
+    ) -> Attempt | None:
+        number = int(job.runtime.get("attemptNumber", 0)) + 1
+        task_id = new_task_id()
+        executor = self._executor_for(ce)
+        runtime = {
+            **job.runtime,
+            "attemptNumber": number,
+            "taskId": task_id,
+            "ce": ce.name,
+            "executor": executor.name,
+            "container": {"taskArn": self._task_arn(ce.name, task_id)},
+        }
+        runtime.pop("handle", None)
+        starting = dataclasses.replace(
+            job, status=JobStatus.STARTING, status_reason=None, runtime=runtime
+        )
+        if not tx.update_job(starting, JobStatus.RUNNABLE):
+            return None
+        attempt = Attempt(
+            job_id=job.job_id, task_id=task_id, ce=ce.name, executor=executor, need=need
+        )
+        self._reserve(attempt, executor)
+        self._attempts[job.job_id] = attempt
+        return attempt
+
+    def _task_arn(self, ce: str, task_id: str) -> str:
+        s = self.ctx.settings
+        return f"arn:aws:ecs:{s.region}:{s.account_id}:task/{ce}_Batch/{task_id}"
+
+    def _reserve(self, attempt: Attempt, executor: Executor, sign: int = 1) -> None:
+        self._ce_used.setdefault(attempt.ce, Usage()).add(attempt.need, sign)
+        if executor.name == "process":
+            self._host_used.add(attempt.need, sign)
+
+    # -- one attempt ----------------------------------------------------------
+    def _launch_spec(self, job: Job, attempt: Attempt, number: int) -> LaunchSpec:
+        container: Json = job.spec.get("container") or {}
+        options = (container.get("logConfiguration") or {}).get("options") or {}
+        prefix = options.get("awslogs-stream-prefix") or job.definition_name[:200]
+        env = {e["name"]: e.get("value", "") for e in container.get("environment") or []}
+        env.update(
+            {
+                "AWS_BATCH_JOB_ID": job.job_id,
+                "AWS_BATCH_JQ_NAME": job.queue,
+                "AWS_BATCH_CE_NAME": attempt.ce,
+                "AWS_BATCH_JOB_ATTEMPT": str(number),
+            }
+        )
+        if "arrayIndex" in job.spec:
+            env["AWS_BATCH_JOB_ARRAY_INDEX"] = str(job.spec["arrayIndex"])
+        return LaunchSpec(
+            job_id=job.job_id,
+            attempt=number,
+            task_id=attempt.task_id,
+            command=list(container.get("command") or []),
+            environment=env,
+            image=container.get("image"),
+            vcpus=attempt.need.vcpus or 1.0,
+            memory_mib=attempt.need.memory_mib,
+            gpus=attempt.need.gpus,
+            user=container.get("user"),
+            log_group=options.get("awslogs-group") or "/aws/batch/job",
+            log_stream=f"{prefix}/default/{attempt.task_id}",
+        )
+
+    async def _run_attempt(self, job: Job, attempt: Attempt) -> None:
+        number = int(job.runtime.get("attemptNumber", 0)) + 1
+        spec = self._launch_spec(job, attempt, number)
+        try:
+            attempt.handle = await attempt.executor.launch(spec)
+        except LaunchError as e:
+            await self._finish(
+                attempt,
+                Exit(exit_code=None, reason=e.reason, status_reason=FAILED_TO_START),
+                started_at=None,
+            )
+            return
+        started_at = self.ctx.clock.now_ms()
+        self.logs.create_stream(spec.log_group, spec.log_stream)
+        with self.ctx.store.transaction() as tx:
+            current = tx.get_jobs([job.job_id])[job.job_id]
+            runtime = {
+                **current.runtime,
+                "handle": attempt.handle,
+                "logGroup": spec.log_group,
+                "container": {
+                    "taskArn": self._task_arn(attempt.ce, attempt.task_id),
+                    "logStreamName": spec.log_stream,
+                },
+            }
+            tx.update_job(
+                dataclasses.replace(
+                    current, status=JobStatus.RUNNING, started_at=started_at, runtime=runtime
+                ),
+                JobStatus.STARTING,
+            )
+        await self._watch(attempt, job.spec, started_at, elapsed_ms=0)
+
+    async def _watch(self, attempt: Attempt, spec: Json, started_at: int, elapsed_ms: int) -> None:
+        assert attempt.handle is not None
+        timeout = (spec.get("timeout") or {}).get("attemptDurationSeconds")
+        if timeout:
+            delay = max(0.0, timeout - elapsed_ms / 1000)
+            attempt.timer = asyncio.get_running_loop().call_later(delay, self._on_timeout, attempt)
+        if attempt.stop_reason is not None:
+            self._spawn(self._stop(attempt))
+        exit_ = await attempt.executor.wait(attempt.handle)
+        if attempt.timer is not None:
+            attempt.timer.cancel()
+        await self._finish(attempt, exit_, started_at=started_at)
+
+    def _on_timeout(self, attempt: Attempt) -> None:
+        if attempt.stop_reason is None:
+            attempt.stop_reason = TIMEOUT_REASON
+            attempt.retryable = False
+            self._spawn(self._stop(attempt))
+
+    async def _stop(self, attempt: Attempt) -> None:
+        if attempt.handle is not None:
+            await attempt.executor.stop(attempt.handle, self.kill_grace_seconds)
+
+    async def _finish(self, attempt: Attempt, exit_: Exit, *, started_at: int | None) -> None:
+        now = self.ctx.clock.now_ms()
+        status_reason = attempt.stop_reason or exit_.status_reason
+        with self.ctx.store.transaction() as tx:
+            job = tx.get_jobs([attempt.job_id])[attempt.job_id]
+            number = int(job.runtime.get("attemptNumber", 1))
+            container: Json = {
+                "taskArn": self._task_arn(attempt.ce, attempt.task_id),
+                "networkInterfaces": [],
+            }
+            if exit_.exit_code is not None:
+                container["exitCode"] = exit_.exit_code
+            if exit_.reason:
+                container["reason"] = exit_.reason[:255]
+            stream = (job.runtime.get("container") or {}).get("logStreamName")
+            if stream and started_at is not None:
+                container["logStreamName"] = stream
+            record: Json = {"container": container, "stoppedAt": now, "statusReason": status_reason}
+            if started_at is not None:
+                record["startedAt"] = started_at
+            succeeded = exit_.exit_code == 0 and attempt.stop_reason is None
+            if succeeded:
+                status = JobStatus.SUCCEEDED
+            else:
+                outcome = AttemptOutcome(
+                    exit_code=exit_.exit_code,
+                    reason=exit_.reason,
+                    status_reason=status_reason,
+                    retryable=attempt.retryable,
+                )
+                decision = decide(job.spec.get("retryStrategy"), number, outcome)
+                status = JobStatus.RUNNABLE if decision is Decision.RETRY else JobStatus.FAILED
+            runtime = {
+                **job.runtime,
+                "attempts": [*job.runtime.get("attempts", []), record],
+                "container": {k: v for k, v in container.items() if k != "networkInterfaces"},
+            }
+            runtime.pop("handle", None)
+            if status is JobStatus.RUNNABLE:
+                runtime["runnableAt"] = now
+            terminal = status.terminal
+            updated = dataclasses.replace(
+                job,
+                status=status,
+                status_reason=status_reason if status is not JobStatus.RUNNABLE else None,
+                stopped_at=now if terminal else job.stopped_at,
+                started_at=started_at if started_at is not None else job.started_at,
+                is_terminated=job.is_terminated
+                or attempt.stop_reason not in (None, TIMEOUT_REASON),
+                runtime=runtime,
+            )
+            tx.update_job(updated, job.status)
+        self._reserve(attempt, attempt.executor, sign=-1)
+        self._attempts.pop(attempt.job_id, None)
+        if attempt.handle is not None:
+            attempt.executor.release(attempt.handle)
+        self.wake()
+
+    # -- after a restart ------------------------------------------------------
+    async def _reconcile(self) -> None:
+        """Reattach to attempts that outlived the previous server process."""
+        with self.ctx.store.read() as tx:
+            live = tx.jobs_in_status((JobStatus.STARTING, JobStatus.RUNNING), 1_000_000)
+        now = self.ctx.clock.now_ms()
+        for job in live:
+            executor = self.executors.get(job.runtime.get("executor", self.default_executor))
+            task_id = job.runtime.get("taskId")
+            if executor is None or task_id is None:
+                continue
+            need = resources_of(job.spec.get("container") or {})
+            attempt = Attempt(
+                job_id=job.job_id,
+                task_id=task_id,
+                ce=job.runtime.get("ce", ""),
+                executor=executor,
+                need=need,
+                handle=job.runtime.get("handle"),
+            )
+            if job.runtime.get("terminateRequested"):
+                attempt.stop_reason = job.runtime["terminateRequested"]
+                attempt.retryable = False
+            if job.status is JobStatus.STARTING:
+                attempt.handle = executor.recover(task_id)
+                if attempt.handle is None:
+                    self._requeue(job)
+                    continue
+                self._mark_running(job, attempt, now)
+                started_at = now
+            else:
+                started_at = job.started_at or now
+            self._reserve(attempt, executor)
+            self._attempts[job.job_id] = attempt
+            attempt.task = asyncio.create_task(
+                self._watch(attempt, job.spec, started_at, elapsed_ms=now - started_at)
+            )
+            log.info("reattached to job %s (task %s)", job.job_id, task_id)
+
+    def _requeue(self, job: Job) -> None:
+        """A STARTING attempt that never launched: the same attempt goes back to RUNNABLE."""
+        runtime = dict(job.runtime)
+        runtime["attemptNumber"] = int(runtime.get("attemptNumber", 1)) - 1
+        for key in ("taskId", "ce", "executor", "handle"):
+            runtime.pop(key, None)
+        with self.ctx.store.transaction() as tx:
+            tx.update_job(
+                dataclasses.replace(job, status=JobStatus.RUNNABLE, runtime=runtime),
+                JobStatus.STARTING,
+            )
+
+    def _mark_running(self, job: Job, attempt: Attempt, now: int) -> None:
+        handle = attempt.handle or {}
+        runtime = {
+            **job.runtime,
+            "handle": handle,
+            "logGroup": handle.get("group"),
+            "container": {
+                "taskArn": self._task_arn(attempt.ce, attempt.task_id),
+                "logStreamName": handle.get("stream"),
+            },
+        }
+        with self.ctx.store.transaction() as tx:
+            tx.update_job(
+                dataclasses.replace(job, status=JobStatus.RUNNING, started_at=now, runtime=runtime),
+                JobStatus.STARTING,
+            )

@@ -1,0 +1,1 @@
+"""Executors run one attempt of a job each: process, docker, ray."""

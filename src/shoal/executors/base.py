@@ -1,0 +1,82 @@
+"""The Executor interface.
+
+An executor runs attempts; it never sees the store. The engine hands it a
+`LaunchSpec`, persists the JSON handle it returns, and later asks it to wait
+for, or stop, that attempt — possibly from a restarted server process that
+only has the persisted handle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+Handle = dict[str, Any]
+
+ESSENTIAL_EXITED = "Essential container in task exited"
+FAILED_TO_START = "Task failed to start"
+OOM_REASON = "OutOfMemoryError: Container killed due to memory usage"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LaunchSpec:
+    job_id: str
+    attempt: int  # 1-based
+    task_id: str  # 32 hex chars, as in ECS task ids and log stream names
+    command: list[str]
+    environment: dict[str, str]
+    image: str | None = None
+    vcpus: float = 1.0
+    memory_mib: int | None = None
+    gpus: int = 0
+    user: str | None = None
+    log_group: str = "/aws/batch/job"
+    log_stream: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Exit:
+    """How an attempt ended. `exit_code` is None when the process's fate is unknown."""
+
+    exit_code: int | None
+    reason: str | None = None
+    status_reason: str = ESSENTIAL_EXITED
+
+
+class LaunchError(Exception):
+    """The attempt could not be started; `reason` is AWS-style (`CannotPullContainerError: ...`)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Executor(Protocol):
+    name: str
+
+    async def launch(self, spec: LaunchSpec) -> Handle:
+        """Start the attempt and return a JSON-able handle that identifies it.
+
+        Raises LaunchError when it cannot start. Launching the same task id
+        twice is an error: an attempt runs at most once."""
+        ...
+
+    async def wait(self, handle: Handle) -> Exit:
+        """Wait until the attempt ends and return how it ended, streaming its
+        output into the log store meanwhile. Works on a handle persisted by an
+        earlier server process (reattach); returns at once if it already ended."""
+        ...
+
+    async def stop(self, handle: Handle, grace_seconds: float) -> None:
+        """SIGTERM the attempt, then SIGKILL it after `grace_seconds`. Idempotent."""
+        ...
+
+    def recover(self, task_id: str) -> Handle | None:
+        """For an attempt recorded as STARTING when the server died: its handle
+        if it did start, else None — and then it is guaranteed never to start."""
+        ...
+
+    def release(self, handle: Handle) -> None:
+        """Forget a finished attempt once its exit is recorded (files, cgroups)."""
+        ...

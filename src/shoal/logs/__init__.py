@@ -1,0 +1,1 @@
+"""Job output: appended while jobs run, read back with CloudWatch Logs semantics."""

@@ -1,0 +1,217 @@
+"""CloudWatch Logs reads over the log store: GetLogEvents, FilterLogEvents,
+DescribeLogStreams, DescribeLogGroups."""
+
+from __future__ import annotations
+
+import base64
+import heapq
+import re
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+
+from shoal.domain.errors import InvalidRequest
+from shoal.domain.records import Json
+from shoal.logs.store import Event, LogStore, check_limit
+
+_TOKEN = re.compile(r"^([fb])/(\d+)$")
+
+
+def _group(req: Json) -> str:
+    name, ident = req.get("logGroupName"), req.get("logGroupIdentifier")
+    if (name is None) == (ident is None):
+        raise InvalidRequest("Give exactly one of logGroupName and logGroupIdentifier.")
+    if ident is not None and ident.startswith("arn:"):
+        # arn:aws:logs:<region>:<account>:log-group:<name>[:*]
+        ident = ident.split(":log-group:", 1)[-1].removesuffix(":*")
+    return str(name if name is not None else ident)
+
+
+def _in_window(event: Event, start: int | None, end: int | None) -> bool:
+    return (start is None or event.timestamp >= start) and (end is None or event.timestamp < end)
+
+
+def _wire(event: Event) -> Json:
+    return {
+        "timestamp": event.timestamp,
+        "message": event.message,
+        "ingestionTime": event.timestamp,
+    }
+
+
+def get_log_events(logs: LogStore, req: Json) -> Json:
+    group, stream = _group(req), req["logStreamName"]
+    limit = check_limit(req.get("limit"), 10_000, 10_000)
+    start, end = req.get("startTime"), req.get("endTime")
+    token = req.get("nextToken")
+    if token:
+        m = _TOKEN.match(token)
+        if m is None:
+            raise InvalidRequest(f"The specified nextToken is invalid: {token!r}.")
+        direction, offset = m.group(1), int(m.group(2))
+    else:
+        direction, offset = ("f", 0) if req.get("startFromHead") else ("b", -1)
+    if direction == "f":
+        page = logs.read_forward(group, stream, offset, limit, before=end)
+        events = [e for e in page.events if _in_window(e, start, end)]
+    else:
+        page = logs.read_backward(group, stream, None if offset < 0 else offset, limit)
+        events = [e for e in page.events if _in_window(e, start, end)]
+    # The forward token repeats when there is nothing new: that is how readers
+    # know they reached the end.
+    return {
+        "events": [_wire(e) for e in events],
+        "nextForwardToken": f"f/{page.end}",
+        "nextBackwardToken": f"b/{page.start}",
+    }
+
+
+def _matcher(pattern: str | None) -> re.Pattern[str] | None:
+    """CloudWatch's simple term syntax: every term (or "quoted phrase") must occur."""
+    if not pattern or not pattern.strip():
+        return None
+    terms = re.findall(r'"([^"]*)"|(\S+)', pattern)
+    words = [quoted or bare for quoted, bare in terms]
+    return re.compile("".join(f"(?=.*{re.escape(w)})" for w in words), re.DOTALL)
+
+
+def _read_stream(path: Path, name: str, offset: int) -> Iterator[tuple[int, str, str, int]]:
+    with path.open("rb") as f:
+        f.seek(offset)
+        for line in f:
+            if not line.endswith(b"\n"):
+                return
+            offset += len(line)
+            stamp, _, message = line.rstrip(b"\n").partition(b"\t")
+            yield int(stamp), name, message.decode("utf-8", "replace"), offset
+
+
+def filter_log_events(logs: LogStore, req: Json) -> Json:
+    group = _group(req)
+    names, prefix = req.get("logStreamNames"), req.get("logStreamNamePrefix")
+    if names and prefix:
+        raise InvalidRequest("Give logStreamNames or logStreamNamePrefix, not both.")
+    limit = check_limit(req.get("limit"), 10_000, 10_000)
+    start, end = req.get("startTime"), req.get("endTime")
+    match = _matcher(req.get("filterPattern"))
+    streams = [s.name for s in logs.streams(group, prefix)]
+    if names:
+        streams = [s for s in streams if s in set(names)]
+    offsets: dict[str, int] = {s: 0 for s in streams}
+    if req.get("nextToken"):
+        try:
+            offsets.update(orjson.loads(base64.urlsafe_b64decode(req["nextToken"].encode())))
+        except (ValueError, orjson.JSONDecodeError):
+            raise InvalidRequest("The specified nextToken is invalid.") from None
+    readers = [_read_stream(logs.stream_path(group, s), s, offsets[s]) for s in streams]
+    events: list[Json] = []
+    more = False
+    for stamp, stream, message, after in heapq.merge(*readers):
+        if len(events) == limit:
+            more = True
+            break
+        offsets[stream] = after
+        if end is not None and stamp >= end:
+            continue
+        if start is not None and stamp < start:
+            continue
+        if match is not None and not match.match(message):
+            continue
+        events.append(
+            {
+                "logStreamName": stream,
+                "timestamp": stamp,
+                "message": message,
+                "ingestionTime": stamp,
+                "eventId": f"{stamp:020d}{zlib.crc32(stream.encode()):010d}{after:016d}",
+            }
+        )
+    out: Json = {
+        "events": events,
+        "searchedLogStreams": [
+            {"logStreamName": s, "searchedCompletely": not more} for s in streams
+        ],
+    }
+    if more:
+        out["nextToken"] = base64.urlsafe_b64encode(orjson.dumps(offsets)).decode()
+    return out
+
+
+def describe_log_streams(logs: LogStore, req: Json, arn_prefix: str) -> Json:
+    group = _group(req)
+    limit = check_limit(req.get("limit"), 50, 50)
+    order = req.get("orderBy", "LogStreamName")
+    prefix = req.get("logStreamNamePrefix")
+    if prefix and order == "LastEventTime":
+        raise InvalidRequest("logStreamNamePrefix cannot be used with orderBy LastEventTime.")
+    infos = list(logs.streams(group, prefix))
+    if order == "LastEventTime":
+        infos.sort(key=lambda i: i.last_event or 0)
+    if req.get("descending"):
+        infos.reverse()
+    start = _index_token(req.get("nextToken"))
+    page = infos[start : start + limit]
+    out: Json = {
+        "logStreams": [
+            {
+                k: v
+                for k, v in {
+                    "logStreamName": i.name,
+                    "creationTime": i.creation_time,
+                    "firstEventTimestamp": i.first_event,
+                    "lastEventTimestamp": i.last_event,
+                    "lastIngestionTime": i.last_event,
+                    "arn": f"{arn_prefix}:log-group:{group}:log-stream:{i.name}",
+                    "storedBytes": i.stored_bytes,
+                }.items()
+                if v is not None
+            }
+            for i in page
+        ]
+    }
+    if start + limit < len(infos):
+        out["nextToken"] = str(start + limit)
+    return out
+
+
+def describe_log_groups(logs: LogStore, req: Json, arn_prefix: str) -> Json:
+    limit = check_limit(req.get("limit"), 50, 50)
+    groups = list(logs.groups(req.get("logGroupNamePrefix")))
+    pattern = req.get("logGroupNamePattern")
+    if pattern:
+        groups = [g for g in groups if pattern.lower() in g[0].lower()]
+    start = _index_token(req.get("nextToken"))
+    page = groups[start : start + limit]
+    out: Json = {
+        "logGroups": [
+            {
+                "logGroupName": name,
+                "creationTime": created,
+                "arn": f"{arn_prefix}:log-group:{name}:*",
+                "logGroupArn": f"{arn_prefix}:log-group:{name}",
+                "storedBytes": size,
+            }
+            for name, created, size in page
+        ]
+    }
+    if start + limit < len(groups):
+        out["nextToken"] = str(start + limit)
+    return out
+
+
+def _index_token(token: str | None) -> int:
+    if not token:
+        return 0
+    if not token.isdigit():
+        raise InvalidRequest("The specified nextToken is invalid.")
+    return int(token)
+
+
+__all__ = [
+    "describe_log_groups",
+    "describe_log_streams",
+    "filter_log_events",
+    "get_log_events",
+]
