@@ -19,6 +19,10 @@ from shoal.domain.errors import InvalidRequest
 # Enums that AWS matches case-insensitively, so they are not checked here.
 _LENIENT_ENUMS = frozenset({"RetryAction"})
 
+# The model's `integer` is a 32-bit and `long` a 64-bit signed number; larger
+# values cannot be what the caller meant (and do not fit a SQLite INTEGER).
+_INT_RANGES = {"integer": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
+
 
 @functools.cache
 def service_model(name: str) -> ServiceModel:
@@ -99,6 +103,11 @@ def clean(shape: Any, value: Any, path: str) -> Any:
     if kind in ("integer", "long"):
         if isinstance(value, bool) or not isinstance(value, int):
             raise _wrong(path, "integer", value)
+        low, high = _INT_RANGES[kind]
+        if not low <= value <= high:
+            raise InvalidRequest(
+                f"Invalid value for {path}: {value} is out of range for a {kind} ({low} to {high})."
+            )
         _check_min(shape, path, value)
         return value
     if kind in ("float", "double"):

@@ -121,6 +121,10 @@ def check_environment(env: Iterable[Mapping[str, Any]] | None, where: str) -> No
             )
 
 
+_WHOLE = re.compile(r"^[0-9]{1,9}$")
+_DECIMAL = re.compile(r"^[0-9]{1,6}(\.[0-9]{1,6})?$")
+
+
 def check_resource_requirements(
     requirements: Iterable[Mapping[str, Any]] | None, where: str
 ) -> None:
@@ -132,18 +136,14 @@ def check_resource_requirements(
             raise InvalidRequest(f"{where}: resource requirement {kind} is given twice.")
         seen.add(kind)
         if kind == "VCPU":
-            try:
-                vcpus = float(value)
-            except ValueError:
-                vcpus = -1.0
-            if vcpus <= 0:
+            if not _DECIMAL.match(value) or float(value) <= 0:
                 raise InvalidRequest(f"{where}: VCPU must be a positive number; got {value!r}.")
         elif kind == "MEMORY":
-            if not value.isdigit() or int(value) < 4:
+            if not _WHOLE.match(value) or int(value) < 4:
                 raise InvalidRequest(
                     f"{where}: MEMORY must be a whole number of MiB, at least 4; got {value!r}."
                 )
-        elif kind == "GPU" and not value.isdigit():
+        elif kind == "GPU" and not _WHOLE.match(value):
             raise InvalidRequest(f"{where}: GPU must be a whole number of GPUs; got {value!r}.")
 
 

@@ -16,6 +16,8 @@ from shoal.store.base import Transaction
 
 _EXTRA = ("eksConfiguration", "context", "ecsSettings")
 _FARGATE_FORBIDDEN = (
+    "minvCpus",
+    "desiredvCpus",
     "instanceTypes",
     "allocationStrategy",
     "bidPercentage",
@@ -62,6 +64,11 @@ def _check_compute_resources(resources: Json) -> None:
         raise InvalidRequest(f"computeResources.bidPercentage must be 0 to 100; got {bid}.")
 
 
+def _check_unmanaged_vcpus(value: int | None) -> None:
+    if value is not None and value < 0:
+        raise InvalidRequest(f"unmanagedvCpus must not be negative; got {value}.")
+
+
 def create(ctx: Context, req: Json) -> Json:
     name = req["computeEnvironmentName"]
     check_name(name, "computeEnvironmentName")
@@ -77,6 +84,7 @@ def create(ctx: Context, req: Json) -> Json:
             raise InvalidRequest("unmanagedvCpus applies only to UNMANAGED compute environments.")
     elif resources is not None:
         raise InvalidRequest("An UNMANAGED compute environment does not take computeResources.")
+    _check_unmanaged_vcpus(req.get("unmanagedvCpus"))
     now = ctx.clock.now_ms()
     with ctx.store.transaction() as tx:
         if live(tx, name, now) is not None:
@@ -122,6 +130,7 @@ def update(ctx: Context, req: Json) -> Json:
                 raise InvalidRequest(
                     "unmanagedvCpus applies only to UNMANAGED compute environments."
                 )
+            _check_unmanaged_vcpus(req["unmanagedvCpus"])
             changes["unmanaged_vcpus"] = req["unmanagedvCpus"]
         if "computeResources" in req:
             if ce.compute_resources is None:
@@ -157,6 +166,8 @@ def delete(ctx: Context, req: Json) -> Json:
         ce = live(tx, ref, now)
         if ce is None:
             raise _not_found(ref)
+        if ce.lifecycle.effective(now) is ResourceStatus.DELETING:
+            return {}  # already on its way out: deleting again changes nothing
         if ce.state != "DISABLED":
             raise Conflict(
                 f"Cannot delete compute environment {ce.name}: it must be DISABLED first."
@@ -211,6 +222,11 @@ def describe(ctx: Context, req: Json) -> Json:
             }
         limit = pagination.page_size(req.get("maxResults"), 100, 100)
         after = pagination.decode("DescribeComputeEnvironments", req.get("nextToken"))
+        if after is not None and not isinstance(after, str):
+            raise InvalidRequest(
+                f"Invalid nextToken: {req['nextToken']!r} was not returned by "
+                "DescribeComputeEnvironments."
+            )
         batch = tx.list_compute_environments(after, limit)
     out: Json = {
         "computeEnvironments": [

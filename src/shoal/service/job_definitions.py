@@ -26,7 +26,9 @@ from shoal.service import pagination, views
 from shoal.service.context import Context
 from shoal.store.base import Transaction
 
-_REVISIONED = re.compile(r"^(?P<name>[^:]+):(?P<rev>\d+)$")
+_REVISIONED = re.compile(r"^(?P<name>[^:]+):(?P<rev>[0-9]+)$")
+# Revisions are stored as SQLite INTEGERs (64-bit signed).
+_MAX_REVISION = 2**63 - 1
 _BODY_MEMBERS = (
     "parameters",
     "schedulingPriority",
@@ -51,7 +53,12 @@ def split_ref(ref: str) -> tuple[str, int | None]:
         ref = parsed.rest
     m = _REVISIONED.match(ref)
     if m:
-        return m.group("name"), int(m.group("rev"))
+        revision = int(m.group("rev"))
+        if revision > _MAX_REVISION:
+            raise InvalidRequest(
+                f"Revision {revision} of job definition {m.group('name')} is out of range."
+            )
+        return m.group("name"), revision
     return ref, None
 
 
@@ -188,6 +195,24 @@ def deregister(ctx: Context, req: Json) -> Json:
     return {}
 
 
+def _definition_cursor(cursor: Any, token: str | None) -> tuple[str, int] | None:
+    """The (name, revision) a nextToken resumes after; a forged shape is rejected."""
+    if cursor is None:
+        return None
+    if (
+        isinstance(cursor, list)
+        and len(cursor) == 2
+        and isinstance(cursor[0], str)
+        and isinstance(cursor[1], int)
+        and not isinstance(cursor[1], bool)
+        and 0 <= cursor[1] <= _MAX_REVISION
+    ):
+        return cursor[0], cursor[1]
+    raise InvalidRequest(
+        f"Invalid nextToken: {token!r} was not returned by DescribeJobDefinitions."
+    )
+
+
 def describe(ctx: Context, req: Json) -> Json:
     refs = req.get("jobDefinitions")
     name = req.get("jobDefinitionName")
@@ -214,7 +239,7 @@ def describe(ctx: Context, req: Json) -> Json:
             return {"jobDefinitions": [views.job_definition(d, ctx.arns) for d in found]}
         limit = pagination.page_size(req.get("maxResults"), 100, 100)
         cursor: Any = pagination.decode("DescribeJobDefinitions", req.get("nextToken"))
-        after = (cursor[0], cursor[1]) if cursor else None
+        after = _definition_cursor(cursor, req.get("nextToken"))
         batch = tx.list_job_definitions(name=name, status=status, after=after, limit=limit)
     out: Json = {"jobDefinitions": [views.job_definition(d, ctx.arns) for d in batch]}
     if len(batch) == limit:

@@ -170,6 +170,8 @@ def delete(ctx: Context, req: Json) -> Json:
         queue = live(tx, ref, now)
         if queue is None:
             raise not_found(ref)
+        if queue.lifecycle.effective(now) is ResourceStatus.DELETING:
+            return {}  # already on its way out: deleting again changes nothing
         if queue.state != "DISABLED":
             raise Conflict(f"Cannot delete job queue {queue.name}: it must be DISABLED first.")
         # Jobs still waiting in the queue can never run now: they fail. Jobs
@@ -211,6 +213,10 @@ def describe(ctx: Context, req: Json) -> Json:
             return {"jobQueues": [views.job_queue(q, ctx.arns, now) for q in found]}
         limit = pagination.page_size(req.get("maxResults"), 100, 100)
         after = pagination.decode("DescribeJobQueues", req.get("nextToken"))
+        if after is not None and not isinstance(after, str):
+            raise InvalidRequest(
+                f"Invalid nextToken: {req['nextToken']!r} was not returned by DescribeJobQueues."
+            )
         batch = tx.list_job_queues(after, limit)
     out: Json = {
         "jobQueues": [views.job_queue(q, ctx.arns, now) for q in batch if not q.lifecycle.gone(now)]

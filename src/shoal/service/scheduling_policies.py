@@ -131,6 +131,10 @@ def describe(ctx: Context, req: Json) -> Json:
 def list_policies(ctx: Context, req: Json) -> Json:
     limit = pagination.page_size(req.get("maxResults"), 100, 100)
     after = pagination.decode("ListSchedulingPolicies", req.get("nextToken"))
+    if after is not None and not isinstance(after, str):
+        raise InvalidRequest(
+            f"Invalid nextToken: {req['nextToken']!r} was not returned by ListSchedulingPolicies."
+        )
     with ctx.store.read() as tx:
         batch = tx.list_scheduling_policies(after, limit)
     out: Json = {"schedulingPolicies": [{"arn": ctx.arns.scheduling_policy(p.name)} for p in batch]}
