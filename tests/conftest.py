@@ -91,7 +91,10 @@ class Server:
 
 
 def start_server(tmp_path: Path, *args: str) -> Server:
-    return Server(data_dir=tmp_path / "data", args=list(args)).start()
+    """A server on a fresh data dir. It serves the API only (`--no-engine`:
+    jobs stay where the control plane puts them) unless `--engine` is given."""
+    flags = list(args) if "--engine" in args else [*args, "--no-engine"]
+    return Server(data_dir=tmp_path / "data", args=flags).start()
 
 
 @pytest.fixture(scope="module")

@@ -51,7 +51,7 @@ def cli() -> None:
 )
 @click.option(
     "--engine/--no-engine",
-    default=False,
+    default=True,
     show_default=True,
     help="Run jobs; --no-engine serves the API only (jobs are accepted, not run).",
 )
@@ -127,6 +127,53 @@ def server(
         log_level="warning" if log_level == "info" else log_level,
     )
     uvicorn.Server(config).run()
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing output until the job ends.")
+@click.option("--attempt", type=int, default=None, help="Attempt number (default: the latest).")
+@click.option("--endpoint-url", default=None, help="shoal server [default: $AWS_ENDPOINT_URL].")
+def logs(job_id: str, follow: bool, attempt: int | None, endpoint_url: str | None) -> None:
+    """Print the output of a job's attempt (CloudWatch Logs, as AWS stores it)."""
+    import time
+
+    from shoal.cli.client import client
+
+    batch = client("batch", endpoint_url)
+    logs_client = client("logs", endpoint_url)
+    token: str | None = None
+    stream: str | None = None
+    group = "/aws/batch/job"
+    while True:
+        jobs = batch.describe_jobs(jobs=[job_id])["jobs"]
+        if not jobs:
+            raise click.ClickException(f"job {job_id} not found")
+        job = jobs[0]
+        if stream is None:
+            attempts = [a["container"].get("logStreamName") for a in job.get("attempts", [])]
+            current = job.get("container", {}).get("logStreamName")
+            if attempt is not None:
+                stream = attempts[attempt - 1] if 0 < attempt <= len(attempts) else None
+            else:
+                stream = current or (attempts[-1] if attempts else None)
+            options = (job.get("container", {}).get("logConfiguration") or {}).get("options")
+            group = (options or {}).get("awslogs-group", group)
+        finished = job["status"] in ("SUCCEEDED", "FAILED")
+        if stream is not None:
+            while True:
+                args = {"logGroupName": group, "logStreamName": stream, "startFromHead": True}
+                if token:
+                    args["nextToken"] = token
+                page = logs_client.get_log_events(**args)
+                for event in page["events"]:
+                    click.echo(event["message"])
+                if page["nextForwardToken"] == token:
+                    break
+                token = page["nextForwardToken"]
+        if not follow or finished:
+            return
+        time.sleep(0.5)
 
 
 def main() -> None:

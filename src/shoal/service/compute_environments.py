@@ -221,12 +221,7 @@ def describe(ctx: Context, req: Json) -> Json:
                 ]
             }
         limit = pagination.page_size(req.get("maxResults"), 100, 100)
-        after = pagination.decode("DescribeComputeEnvironments", req.get("nextToken"))
-        if after is not None and not isinstance(after, str):
-            raise InvalidRequest(
-                f"Invalid nextToken: {req['nextToken']!r} was not returned by "
-                "DescribeComputeEnvironments."
-            )
+        after = pagination.decode_name("DescribeComputeEnvironments", req.get("nextToken"))
         batch = tx.list_compute_environments(after, limit)
     out: Json = {
         "computeEnvironments": [

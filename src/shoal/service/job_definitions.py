@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any
 
 import orjson
 
@@ -195,24 +194,6 @@ def deregister(ctx: Context, req: Json) -> Json:
     return {}
 
 
-def _definition_cursor(cursor: Any, token: str | None) -> tuple[str, int] | None:
-    """The (name, revision) a nextToken resumes after; a forged shape is rejected."""
-    if cursor is None:
-        return None
-    if (
-        isinstance(cursor, list)
-        and len(cursor) == 2
-        and isinstance(cursor[0], str)
-        and isinstance(cursor[1], int)
-        and not isinstance(cursor[1], bool)
-        and 0 <= cursor[1] <= _MAX_REVISION
-    ):
-        return cursor[0], cursor[1]
-    raise InvalidRequest(
-        f"Invalid nextToken: {token!r} was not returned by DescribeJobDefinitions."
-    )
-
-
 def describe(ctx: Context, req: Json) -> Json:
     refs = req.get("jobDefinitions")
     name = req.get("jobDefinitionName")
@@ -238,8 +219,7 @@ def describe(ctx: Context, req: Json) -> Json:
                     found.append(definition)
             return {"jobDefinitions": [views.job_definition(d, ctx.arns) for d in found]}
         limit = pagination.page_size(req.get("maxResults"), 100, 100)
-        cursor: Any = pagination.decode("DescribeJobDefinitions", req.get("nextToken"))
-        after = _definition_cursor(cursor, req.get("nextToken"))
+        after = pagination.decode_name_revision("DescribeJobDefinitions", req.get("nextToken"))
         batch = tx.list_job_definitions(name=name, status=status, after=after, limit=limit)
     out: Json = {"jobDefinitions": [views.job_definition(d, ctx.arns) for d in batch]}
     if len(batch) == limit:

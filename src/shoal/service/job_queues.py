@@ -212,11 +212,7 @@ def describe(ctx: Context, req: Json) -> Json:
             found = [q for ref in dict.fromkeys(refs) if (q := live(tx, ref, now)) is not None]
             return {"jobQueues": [views.job_queue(q, ctx.arns, now) for q in found]}
         limit = pagination.page_size(req.get("maxResults"), 100, 100)
-        after = pagination.decode("DescribeJobQueues", req.get("nextToken"))
-        if after is not None and not isinstance(after, str):
-            raise InvalidRequest(
-                f"Invalid nextToken: {req['nextToken']!r} was not returned by DescribeJobQueues."
-            )
+        after = pagination.decode_name("DescribeJobQueues", req.get("nextToken"))
         batch = tx.list_job_queues(after, limit)
     out: Json = {
         "jobQueues": [views.job_queue(q, ctx.arns, now) for q in batch if not q.lifecycle.gone(now)]

@@ -93,7 +93,7 @@ def list_jobs(ctx: Context, req: Json) -> Json:
         # AWS's default: no status and no filter lists RUNNING jobs only.
         status = JobStatus.RUNNING.value
     limit = pagination.page_size(req.get("maxResults"), maximum, maximum)
-    cursor = pagination.decode("ListJobs", req.get("nextToken"))
+    cursor = pagination.decode_int("ListJobs", req.get("nextToken"))
     now = ctx.clock.now_ms()
     with ctx.store.read() as tx:
         if req.get("jobQueue"):
@@ -107,7 +107,7 @@ def list_jobs(ctx: Context, req: Json) -> Json:
             JobQuery(
                 **query,
                 status=JobStatus(status) if status else None,
-                before_seq=int(cursor) if cursor is not None else None,
+                before_seq=cursor,
                 limit=limit,
             )
         )
@@ -152,6 +152,8 @@ def _stop_one(ctx: Context, req: Json, *, terminate: bool) -> Json:
     with ctx.store.transaction() as tx:
         job = _get(tx, req["jobId"])
         _stop(tx, job, req["reason"], terminate=terminate, now_ms=ctx.clock.now_ms())
+    if terminate and job.status in (JobStatus.STARTING, JobStatus.RUNNING):
+        ctx.notifier.terminate(job.job_id, req["reason"])
     return {}
 
 
@@ -174,6 +176,10 @@ def _stop_many(ctx: Context, req: Json, *, terminate: bool) -> Json:
         for job_id in dict.fromkeys(ids):
             if (job := found.get(job_id)) is not None:
                 _stop(tx, job, req["reason"], terminate=terminate, now_ms=now)
+    if terminate:
+        for job in found.values():
+            if job.status in (JobStatus.STARTING, JobStatus.RUNNING):
+                ctx.notifier.terminate(job.job_id, req["reason"])
     # Unknown ids count as successful, as AWS reports them.
     return {"successful": list(dict.fromkeys(ids)), "errors": []}
 

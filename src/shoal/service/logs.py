@@ -63,7 +63,7 @@ def get_log_events(logs: LogStore, req: Json) -> Json:
     # know they reached the end.
     return {
         "events": [_wire(e) for e in events],
-        "nextForwardToken": f"f/{page.end}",
+        "nextForwardToken": f"f/{page.end + 0 if page.events else page.end}",
         "nextBackwardToken": f"b/{page.start}",
     }
 

@@ -130,11 +130,7 @@ def describe(ctx: Context, req: Json) -> Json:
 
 def list_policies(ctx: Context, req: Json) -> Json:
     limit = pagination.page_size(req.get("maxResults"), 100, 100)
-    after = pagination.decode("ListSchedulingPolicies", req.get("nextToken"))
-    if after is not None and not isinstance(after, str):
-        raise InvalidRequest(
-            f"Invalid nextToken: {req['nextToken']!r} was not returned by ListSchedulingPolicies."
-        )
+    after = pagination.decode_name("ListSchedulingPolicies", req.get("nextToken"))
     with ctx.store.read() as tx:
         batch = tx.list_scheduling_policies(after, limit)
     out: Json = {"schedulingPolicies": [{"arn": ctx.arns.scheduling_policy(p.name)} for p in batch]}

@@ -226,4 +226,5 @@ def submit(ctx: Context, req: Json, *, payload_size: int, token: str | None) -> 
         tx.insert_job(job)
         if token is not None:
             tx.put_idempotency(token, job.job_id, now)
+    ctx.notifier.wake()
     return _response(ctx, job.job_id, job.job_name)

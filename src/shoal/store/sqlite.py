@@ -66,6 +66,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     tags TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_queue_status ON jobs (queue, status, seq);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
 CREATE INDEX IF NOT EXISTS jobs_queue_name ON jobs (queue, job_name COLLATE NOCASE);
 CREATE INDEX IF NOT EXISTS jobs_parent_status ON jobs (array_parent, status, seq)
     WHERE array_parent IS NOT NULL;
@@ -346,6 +347,14 @@ class SqliteTransaction:
             f"SELECT {_JOB_COLUMNS} FROM jobs WHERE queue = ? AND status IN ({marks}) "
             "ORDER BY seq LIMIT ?",
             (queue, *(s.value for s in statuses), limit),
+        ).fetchall()
+        return [_job_from_row(r) for r in rows]
+
+    def jobs_in_status(self, statuses: Sequence[JobStatus], limit: int) -> list[Job]:
+        marks = ",".join("?" * len(statuses))
+        rows = self._c.execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status IN ({marks}) ORDER BY seq LIMIT ?",
+            (*(s.value for s in statuses), limit),
         ).fetchall()
         return [_job_from_row(r) for r in rows]
 
