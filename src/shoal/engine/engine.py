@@ -55,6 +55,7 @@ log = logging.getLogger("shoal.engine")
 TIMEOUT_REASON = "Job attempt duration exceeded timeout"
 DEPENDENCY_FAILED = "Dependent Job failed"
 _BATCH = 500
+_HEAD = 32  # RUNNABLE jobs read per step when placing a queue
 
 
 @dataclass(slots=True)
@@ -68,6 +69,7 @@ class Attempt:
     need: Resources
     handle: dict[str, Any] | None = None
     stop_reason: str | None = None  # set by timeout or TerminateJob
+    terminated: bool = False  # by TerminateJob
     retryable: bool = True
     timer: asyncio.TimerHandle | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -129,6 +131,7 @@ class Engine:
         if attempt is None or attempt.stop_reason is not None:
             return
         attempt.stop_reason = reason
+        attempt.terminated = True
         attempt.retryable = False
         if attempt.handle is not None:
             self._spawn(self._stop(attempt))
@@ -234,48 +237,72 @@ class Engine:
         placed: list[tuple[Job, Attempt]],
         now: int,
     ) -> None:
-        for job in tx.queued_jobs(queue, (JobStatus.RUNNABLE,), _BATCH):
-            need = resources_of(job.spec.get("container") or {})
-            fits_ever = False
-            blocked_by: str | None = None
-            for ce in ces:
-                limits, used, on_host = self._limits(ce)
-                if not limits.ever_holds(need):
+        # Read the head of the queue a little at a time: placed jobs leave
+        # RUNNABLE, so a re-read skips them; only jobs that can never fit are
+        # read again (and passed over). A blocked queue costs one short read.
+        never_fit: set[str] = set()
+        while True:
+            limit = len(never_fit) + _HEAD
+            head = tx.queued_jobs(queue, (JobStatus.RUNNABLE,), limit)
+            for job in head:
+                if job.job_id in never_fit:
                     continue
-                fits_ever = True
-                host_ok = not on_host or self.host is None or self.host.holds(self._host_used, need)
-                if limits.holds(used, need) and host_ok:
-                    attempt = self._claim(tx, job, ce, need, now)
-                    if attempt is not None:
-                        placed.append((job, attempt))
-                    break
-                blocked_by = blocked_by or (
-                    f"CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY - The job needs "
-                    f"{describe_need(need)}; compute environment {ce.name} has "
-                    f"{describe_free(limits, used)}."
-                )
-            else:
-                if not ces:
-                    self._set_reason(
-                        tx,
-                        job,
-                        "ACTION_REQUIRED - CE(s) associated with the job queue are invalid "
-                        "or disabled.",
-                    )
+                verdict = self._place_job(tx, job, ces, placed, now)
+                if verdict == "blocked":
                     return
-                if not fits_ever:
-                    biggest = max((self._limits(ce)[0].vcpus for ce in ces), default=0.0)
-                    self._set_reason(
-                        tx,
-                        job,
-                        "MISCONFIGURATION:COMPUTE_ENVIRONMENT_MAX_RESOURCE - The job needs "
-                        f"{describe_need(need)}, more than any compute environment of the "
-                        f"queue can hold (at most {biggest:g} vCPU).",
-                    )
-                    continue
-                if blocked_by is not None:
-                    self._set_reason(tx, job, blocked_by)
-                return  # strict FIFO: the head that fits later blocks the queue
+                if verdict == "never":
+                    never_fit.add(job.job_id)
+            if len(head) < limit:
+                return
+
+    def _place_job(
+        self,
+        tx: Transaction,
+        job: Job,
+        ces: list[ComputeEnvironment],
+        placed: list[tuple[Job, Attempt]],
+        now: int,
+    ) -> str:
+        """'placed', 'never' (can never fit: skipped) or 'blocked' (must wait)."""
+        need = resources_of(job.spec.get("container") or {})
+        if not ces:
+            self._set_reason(
+                tx,
+                job,
+                "ACTION_REQUIRED - CE(s) associated with the job queue are invalid or disabled.",
+            )
+            return "blocked"
+        blocked_by: str | None = None
+        for ce in ces:
+            limits, used, on_host = self._limits(ce)
+            if not limits.ever_holds(need):
+                continue
+            host_ok = not on_host or self.host is None or self.host.holds(self._host_used, need)
+            if limits.holds(used, need) and host_ok:
+                attempt = self._claim(tx, job, ce, need, now)
+                if attempt is not None:
+                    placed.append((job, attempt))
+                return "placed"
+            if blocked_by is None:
+                free = describe_free(limits, used)
+                if on_host and self.host is not None and not host_ok:
+                    free = f"{free}; this host has {describe_free(self.host, self._host_used)}"
+                blocked_by = (
+                    f"CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY - The job needs "
+                    f"{describe_need(need)}; compute environment {ce.name} has {free}."
+                )
+        if blocked_by is not None:
+            self._set_reason(tx, job, blocked_by)
+            return "blocked"
+        biggest = max((self._limits(ce)[0].vcpus for ce in ces), default=0.0)
+        self._set_reason(
+            tx,
+            job,
+            "MISCONFIGURATION:COMPUTE_ENVIRONMENT_MAX_RESOURCE - The job needs "
+            f"{describe_need(need)}, more than any compute environment of the queue can "
+            f"hold (at most {biggest:g} vCPU).",
+        )
+        return "never"
 
     def _set_reason(self, tx: Transaction, job: Job, reason: str) -> None:
         if job.status_reason == reason:
@@ -452,8 +479,7 @@ class Engine:
                 status_reason=status_reason if status is not JobStatus.RUNNABLE else None,
                 stopped_at=now if terminal else job.stopped_at,
                 started_at=started_at if started_at is not None else job.started_at,
-                is_terminated=job.is_terminated
-                or attempt.stop_reason not in (None, TIMEOUT_REASON),
+                is_terminated=job.is_terminated or attempt.terminated,
                 runtime=runtime,
             )
             tx.update_job(updated, job.status)
@@ -485,9 +511,11 @@ class Engine:
             )
             if job.runtime.get("terminateRequested"):
                 attempt.stop_reason = job.runtime["terminateRequested"]
+                attempt.terminated = True
                 attempt.retryable = False
             if job.status is JobStatus.STARTING:
-                attempt.handle = executor.recover(task_id)
+                number = int(job.runtime.get("attemptNumber", 1))
+                attempt.handle = executor.recover(self._launch_spec(job, attempt, number))
                 if attempt.handle is None:
                     self._requeue(job)
                     continue

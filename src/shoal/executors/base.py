@@ -72,7 +72,7 @@ class Executor(Protocol):
         """SIGTERM the attempt, then SIGKILL it after `grace_seconds`. Idempotent."""
         ...
 
-    def recover(self, task_id: str) -> Handle | None:
+    def recover(self, spec: LaunchSpec) -> Handle | None:
         """For an attempt recorded as STARTING when the server died: its handle
         if it did start, else None — and then it is guaranteed never to start."""
         ...

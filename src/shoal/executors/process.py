@@ -9,19 +9,23 @@ under a tiny `sh` supervisor that
 - waits for the command and writes its exit status to a file, so the status
   survives the death of the server, and a restarted server reattaches.
 Output goes to a file that is tailed into the log store while the job runs.
+
+Per attempt, under the executor's root: `<task>.work/` (the job's working
+directory), `<task>.out` (its output), `<task>.started` (the supervisor's pid),
+`<task>.exit` (the exit status) and `<task>.pumped` (how much output has
+reached the log store).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import shutil
 import signal
-import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from shoal.executors.base import OOM_REASON, Exit, Handle, LaunchError, LaunchSpec
@@ -31,14 +35,15 @@ from shoal.logs.store import Event, LogStore
 log = logging.getLogger("shoal.executors.process")
 
 _WRAPPER = r"""
-d=$1; g=$2; shift 2
+c=$1; g=$2; shift 2
 set -C
-{ echo $$ > "$d/started"; } 2>/dev/null || exit 0
+{ echo $$ > "$c.started"; } 2>/dev/null || exit 0
 set +C
 if [ -n "$g" ]; then echo $$ > "$g" 2>/dev/null; fi
+cd "$c.work" || exit 126
 trap : TERM INT
 "$@"
-echo $? > "$d/exit"
+echo $? > "$c.exit"
 """
 _MAX_EVENT = 256 * 1024  # CloudWatch's largest event
 _READ_CHUNK = 1024 * 1024
@@ -49,13 +54,17 @@ def _now_ms() -> int:
 
 
 def _alive(pid: int, task_id: str) -> bool:
-    """Is `pid` still the supervisor of `task_id` (not a recycled pid)?"""
+    """Is `pid` still the supervisor of `task_id` (not a recycled pid, not a zombie)?"""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return False
     return task_id.encode() in cmdline and state != "Z"
+
+
+def _split(line: bytes) -> list[bytes]:
+    return [line[i : i + _MAX_EVENT] for i in range(0, max(len(line), 1), _MAX_EVENT)]
 
 
 class ProcessExecutor:
@@ -74,8 +83,14 @@ class ProcessExecutor:
         self.logs = logs
         self.cgroups = cgroups
         self.log_poll_seconds = log_poll_seconds
-        self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._children: set[int] = set()
         self._killed: set[str] = set()
+        # Removing directories and cgroups is slow on some filesystems: it
+        # happens off the event loop, after the exit is recorded.
+        self._cleaner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shoal-cleanup")
+
+    def _base(self, task: str) -> str:
+        return str(self.root / task)
 
     # -- launching ------------------------------------------------------------
     async def launch(self, spec: LaunchSpec) -> Handle:
@@ -84,87 +99,99 @@ class ProcessExecutor:
                 "CannotStartContainerError: the job has no command, and the process "
                 "executor runs commands, not images"
             )
-        attempt_dir = self.root / spec.task_id
+        base = self._base(spec.task_id)
         try:
-            attempt_dir.mkdir()
+            os.mkdir(base + ".work")
         except FileExistsError:
             raise LaunchError(
                 f"CannotStartContainerError: attempt {spec.task_id} was launched before"
             ) from None
-        work = attempt_dir / "work"
-        work.mkdir()
         cgroup = None
         if self.cgroups is not None and spec.memory_mib:
             cgroup = self.cgroups.create(spec.task_id, spec.memory_mib)
-        handle: Handle = {
+        env = {k: v for k in ("PATH", "HOME", "LANG", "LC_ALL") if (v := os.environ.get(k))}
+        env.update(spec.environment)
+        procs = str(cgroup / "cgroup.procs") if cgroup else ""
+        argv = ["sh", "-c", _WRAPPER, f"shoal-{spec.task_id}", base, procs, *spec.command]
+        actions = [
+            (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 1, base + ".out", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644),
+            (os.POSIX_SPAWN_DUP2, 1, 2),
+        ]
+        try:
+            # Python ignores SIGPIPE and SIGXFSZ, and ignored signals survive
+            # exec: a job gets the defaults, as in a container (`yes | head`).
+            pid = os.posix_spawn(
+                "/bin/sh",
+                argv,
+                env,
+                file_actions=actions,
+                setsid=True,
+                setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+            )
+        except OSError as e:
+            raise LaunchError(f"CannotStartContainerError: {e}") from None
+        self._children.add(pid)
+        return {
             "task": spec.task_id,
-            "dir": str(attempt_dir),
+            "pid": pid,
             "cgroup": str(cgroup) if cgroup else None,
             "group": spec.log_group,
             "stream": spec.log_stream,
         }
-        (attempt_dir / "handle.json").write_text(json.dumps(handle))
-        env = {k: v for k in ("PATH", "HOME", "LANG", "LC_ALL") if (v := os.environ.get(k))}
-        env.update(spec.environment)
-        procs = str(cgroup / "cgroup.procs") if cgroup else ""
-        argv = ["/bin/sh", "-c", _WRAPPER, f"shoal-{spec.task_id}", str(attempt_dir), procs]
-        try:
-            with (attempt_dir / "output").open("wb") as out:
-                proc = subprocess.Popen(
-                    [*argv, *spec.command],
-                    cwd=work,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-        except OSError as e:
-            raise LaunchError(f"CannotStartContainerError: {e}") from None
-        self._children[proc.pid] = proc
-        handle["pid"] = proc.pid
-        return handle
 
-    def recover(self, task_id: str) -> Handle | None:
-        attempt_dir = self.root / task_id
-        if not attempt_dir.is_dir():
-            return None
+    def recover(self, spec: LaunchSpec) -> Handle | None:
+        base = self._base(spec.task_id)
+        if not os.path.isdir(base + ".work"):
+            return None  # the launch never got as far as spawning
         try:
-            fd = os.open(attempt_dir / "started", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            fd = os.open(base + ".started", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
             pass
         else:
             # We won the claim: the supervisor, if it ever runs, exits at once.
             os.close(fd)
+            self.release({"task": spec.task_id, "cgroup": None})
             return None
-        handle: Handle = json.loads((attempt_dir / "handle.json").read_text())
+        text = ""
         deadline = time.monotonic() + 2.0
-        while True:
-            text = (attempt_dir / "started").read_text().strip()
-            if text or time.monotonic() > deadline:
+        while time.monotonic() < deadline:
+            text = Path(base + ".started").read_text().strip()
+            if text:
                 break
             time.sleep(0.01)
-        handle["pid"] = int(text) if text else 0
-        return handle
+        cgroup = self.cgroups.root / spec.task_id if self.cgroups and self.cgroups.root else None
+        return {
+            "task": spec.task_id,
+            "pid": int(text) if text else 0,
+            "cgroup": str(cgroup) if cgroup and cgroup.exists() else None,
+            "group": spec.log_group,
+            "stream": spec.log_stream,
+        }
 
     # -- waiting --------------------------------------------------------------
     async def wait(self, handle: Handle) -> Exit:
         pid, task = int(handle["pid"]), str(handle["task"])
-        attempt_dir = Path(handle["dir"])
-        ended = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        ended: asyncio.Future[None] = loop.create_future()
         fd = self._watch(pid, task, ended)
         try:
             while not ended.done():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(ended), self.log_poll_seconds)
-                self._pump(handle)
+                await self._drain(handle, final=False)
         finally:
             if fd is not None:
-                asyncio.get_running_loop().remove_reader(fd)
+                loop.remove_reader(fd)
                 os.close(fd)
-        self._pump(handle)
-        self.flush_tail(handle)
-        return self._exit(handle, pid, task, attempt_dir)
+        await self._drain(handle, final=True)
+        return self._exit(handle, pid, task)
+
+    async def _drain(self, handle: Handle, *, final: bool) -> None:
+        """Pump a chunk at a time, letting the event loop serve requests in
+        between: a job that printed a gigabyte must not stall the API."""
+        while self._pump(handle, final=final):
+            await asyncio.sleep(0)
 
     def _watch(self, pid: int, task: str, ended: asyncio.Future[None]) -> int | None:
         """A pidfd that becomes readable when the supervisor exits."""
@@ -184,12 +211,15 @@ class ProcessExecutor:
         asyncio.get_running_loop().add_reader(fd, on_exit)
         return fd
 
-    def _exit(self, handle: Handle, pid: int, task: str, attempt_dir: Path) -> Exit:
-        child = self._children.pop(pid, None)
-        returncode = child.wait() if child is not None else None
-        cgroup = Path(handle["cgroup"]) if handle.get("cgroup") else None
+    def _exit(self, handle: Handle, pid: int, task: str) -> Exit:
+        returncode: int | None = None
+        if pid in self._children:
+            self._children.discard(pid)
+            with contextlib.suppress(ChildProcessError):
+                _, status = os.waitpid(pid, 0)
+                returncode = os.waitstatus_to_exitcode(status)
         try:
-            code: int | None = int((attempt_dir / "exit").read_text().strip())
+            code: int | None = int(Path(self._base(task) + ".exit").read_text().strip())
         except (OSError, ValueError):
             code = None
         if code is None:
@@ -197,6 +227,7 @@ class ProcessExecutor:
                 code = 128 - returncode
             elif task in self._killed:
                 code = 128 + signal.SIGKILL
+        cgroup = Path(handle["cgroup"]) if handle.get("cgroup") else None
         if self.cgroups is not None and self.cgroups.oom_killed(cgroup):
             return Exit(exit_code=code if code is not None else 137, reason=OOM_REASON)
         if code is None:
@@ -210,48 +241,47 @@ class ProcessExecutor:
             )
         return Exit(exit_code=code)
 
-    def _pump(self, handle: Handle) -> None:
-        """Move complete new output lines into the log store, remembering how far."""
-        attempt_dir = Path(handle["dir"])
-        mark = attempt_dir / "pumped"
-        try:
-            offset = int(mark.read_text()) if mark.exists() else 0
-            with (attempt_dir / "output").open("rb") as f:
-                while True:
-                    f.seek(offset)
-                    data = f.read(_READ_CHUNK)
-                    cut = data.rfind(b"\n") + 1
-                    if cut == 0 and len(data) < _READ_CHUNK:
-                        break
-                    chunk = data[:cut] if cut else data  # an over-long line: split it
-                    now = _now_ms()
-                    events = [
-                        Event(now, piece.decode("utf-8", "replace"))
-                        for line in chunk.rstrip(b"\n").split(b"\n")
-                        for piece in _split(line)
-                    ]
-                    self.logs.append(handle["group"], handle["stream"], events)
-                    offset += len(chunk)
-                    mark.write_text(str(offset))
-        except FileNotFoundError:
-            return
+    def _pump(self, handle: Handle, *, final: bool) -> bool:
+        """Move the next chunk of new output into the log store, remembering
+        how far it got; True if it moved something (there may be more).
 
-    def flush_tail(self, handle: Handle) -> None:
-        """After exit: a last line without a newline is still output."""
-        attempt_dir = Path(handle["dir"])
-        mark = attempt_dir / "pumped"
+        While the job runs only complete lines move; once it has ended, a last
+        line without a newline is output too."""
+        base = self._base(str(handle["task"]))
+        mark = Path(base + ".pumped")
         try:
             offset = int(mark.read_text()) if mark.exists() else 0
-            with (attempt_dir / "output").open("rb") as f:
+            with open(base + ".out", "rb") as f:
                 f.seek(offset)
-                rest = f.read()
+                data = f.read(_READ_CHUNK)
         except FileNotFoundError:
-            return
-        if rest:
-            now = _now_ms()
-            events = [Event(now, p.decode("utf-8", "replace")) for p in _split(rest)]
+            return False
+        if not data:
+            return False
+        cut = data.rfind(b"\n") + 1
+        if cut:
+            chunk = data[:cut]
+        elif final or len(data) == _READ_CHUNK:
+            chunk = data  # the tail after exit, or an over-long line
+        else:
+            return False
+        now = _now_ms()
+        body = chunk.removesuffix(b"\n")
+        lines = body.split(b"\n")
+        if body and max(map(len, lines)) <= _MAX_EVENT and b"\n\n" not in body[:1] + body:
+            # The common case (no empty or over-long lines), without an object per line.
+            text = body.decode("utf-8", "replace")
+            self.logs.append_lines(handle["group"], handle["stream"], now, text)
+        else:
+            events = [
+                Event(now, piece.decode("utf-8", "replace"))
+                for line in lines
+                if line  # CloudWatch has no empty events
+                for piece in _split(line)
+            ]
             self.logs.append(handle["group"], handle["stream"], events)
-            mark.write_text(str(offset + len(rest)))
+        mark.write_text(str(offset + len(chunk)))
+        return True
 
     # -- stopping and cleaning up ---------------------------------------------
     async def stop(self, handle: Handle, grace_seconds: float) -> None:
@@ -260,17 +290,14 @@ class ProcessExecutor:
             return
         deadline = time.monotonic() + grace_seconds
         while time.monotonic() < deadline:
-            if not _alive(pid, task) and pid not in self._children:
-                return
-            child = self._children.get(pid)
-            if child is not None and child.poll() is not None:
+            if not _alive(pid, task):
                 return
             await asyncio.sleep(min(0.05, grace_seconds))
         self._killed.add(task)
         self._signal(pid, task, signal.SIGKILL)
 
     def _signal(self, pid: int, task: str, sig: int) -> bool:
-        if pid <= 0 or not (pid in self._children or _alive(pid, task)):
+        if pid <= 0 or not _alive(pid, task):
             return False
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, sig)
@@ -279,11 +306,18 @@ class ProcessExecutor:
 
     def release(self, handle: Handle) -> None:
         """Forget a finished attempt: its exit is recorded, its files can go."""
-        if self.cgroups is not None and handle.get("cgroup"):
-            self.cgroups.remove(Path(handle["cgroup"]))
-        shutil.rmtree(handle["dir"], ignore_errors=True)
-        self._killed.discard(str(handle["task"]))
+        task = str(handle["task"])
+        self._killed.discard(task)
+        self._cleaner.submit(self._clean, task, handle.get("cgroup"))
 
+    def _clean(self, task: str, cgroup: str | None) -> None:
+        base = self._base(task)
+        shutil.rmtree(base + ".work", ignore_errors=True)
+        for suffix in (".out", ".started", ".exit", ".pumped"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(base + suffix)
+        if self.cgroups is not None and cgroup:
+            self.cgroups.remove(Path(cgroup))
 
-def _split(line: bytes) -> list[bytes]:
-    return [line[i : i + _MAX_EVENT] for i in range(0, max(len(line), 1), _MAX_EVENT)]
+    def close(self) -> None:
+        self._cleaner.shutdown(wait=True)

@@ -75,6 +75,16 @@ class LogStore:
 
     def append(self, group: str, stream: str, events: Iterable[Event]) -> None:
         data = b"".join(f"{e.timestamp}\t{e.message}\n".encode("utf-8", "replace") for e in events)
+        self._write(group, stream, data)
+
+    def append_lines(self, group: str, stream: str, timestamp: int, text: str) -> None:
+        """Append each line of `text` (lines separated by newlines) as one event
+        at `timestamp`: `append` without an Event per line, for bulk output."""
+        prefix = f"{timestamp}\t"
+        data = prefix + text.replace("\n", "\n" + prefix) + "\n"
+        self._write(group, stream, data.encode("utf-8", "replace"))
+
+    def _write(self, group: str, stream: str, data: bytes) -> None:
         if not data:
             return
         path = self._path(group, stream)
@@ -139,15 +149,20 @@ class LogStore:
         start = end_offset - sum(len(line) + 1 for line in chosen)
         return Page([_parse(line) for line in chosen], start, end_offset)
 
-    def streams(self, group: str, prefix: str | None = None) -> Iterator[StreamInfo]:
+    def stream_names(self, group: str, prefix: str | None = None) -> list[str]:
+        """The group's stream names in name order (cheap: no file is read)."""
         group_dir = self.root / _encode(group)
         if not group_dir.is_dir():
             raise NotFound("The specified log group does not exist.")
-        for path in sorted(group_dir.iterdir()):
-            name = unquote(path.name)
-            if prefix and not name.startswith(prefix):
-                continue
-            yield self._info(path, name)
+        names = (unquote(p.name) for p in group_dir.iterdir())
+        return sorted(n for n in names if not prefix or n.startswith(prefix))
+
+    def stream_info(self, group: str, name: str) -> StreamInfo:
+        return self._info(self._existing(group, name), name)
+
+    def streams(self, group: str, prefix: str | None = None) -> Iterator[StreamInfo]:
+        for name in self.stream_names(group, prefix):
+            yield self.stream_info(group, name)
 
     def _info(self, path: Path, name: str) -> StreamInfo:
         stat = path.stat()

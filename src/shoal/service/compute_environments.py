@@ -153,6 +153,7 @@ def update(ctx: Context, req: Json) -> Json:
             lifecycle=Lifecycle(status=ResourceStatus.UPDATING, settles_at=ctx.settles_at(now)),
         )
         tx.put_compute_environment(updated)
+    ctx.notifier.wake()
     return {
         "computeEnvironmentName": ce.name,
         "computeEnvironmentArn": ctx.arns.compute_environment(ce.name),

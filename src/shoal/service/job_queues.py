@@ -160,6 +160,7 @@ def update(ctx: Context, req: Json) -> Json:
                 lifecycle=Lifecycle(status=ResourceStatus.UPDATING, settles_at=ctx.settles_at(now)),
             )
         )
+    ctx.notifier.wake()
     return {"jobQueueName": queue.name, "jobQueueArn": ctx.arns.job_queue(queue.name)}
 
 

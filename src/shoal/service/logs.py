@@ -7,6 +7,7 @@ import base64
 import heapq
 import re
 import zlib
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from shoal.domain.errors import InvalidRequest
 from shoal.domain.records import Json
 from shoal.logs.store import Event, LogStore, check_limit
 
-_TOKEN = re.compile(r"^([fb])/(\d+)$")
+_TOKEN = re.compile(r"^([fb])/([0-9]{1,18})$")
+_SCAN_PER_CALL = 200_000
 
 
 def _group(req: Json) -> str:
@@ -41,6 +43,43 @@ def _wire(event: Event) -> Json:
     }
 
 
+def _window_page(
+    logs: LogStore,
+    group: str,
+    stream: str,
+    limit: int,
+    start: int | None,
+    end: int | None,
+    *,
+    from_head: bool,
+    offset: int,
+    stop: int | None = None,
+) -> tuple[list[Event], int, int]:
+    """Events inside [start, end) before `limit` is applied: the first `limit`
+    from byte `offset` (from_head), or the last `limit` before byte `stop`.
+    Returns (events, first offset, offset after the last)."""
+    path = logs.stream_path(group, stream)
+    chosen: deque[tuple[Event, int, int]] = deque(maxlen=None if from_head else limit)
+    with path.open("rb") as f:
+        f.seek(offset)
+        position = offset
+        for line in f:
+            if not line.endswith(b"\n") or (stop is not None and position >= stop):
+                break
+            begin, position = position, position + len(line)
+            event = _parse_line(line)
+            if end is not None and event.timestamp >= end:
+                break
+            if start is not None and event.timestamp < start:
+                continue
+            chosen.append((event, begin, position))
+            if from_head and len(chosen) == limit:
+                break
+    if not chosen:
+        return [], position, position
+    return [e for e, _, _ in chosen], chosen[0][1], chosen[-1][2]
+
+
 def get_log_events(logs: LogStore, req: Json) -> Json:
     group, stream = _group(req), req["logStreamName"]
     limit = check_limit(req.get("limit"), 10_000, 10_000)
@@ -53,19 +92,42 @@ def get_log_events(logs: LogStore, req: Json) -> Json:
         direction, offset = m.group(1), int(m.group(2))
     else:
         direction, offset = ("f", 0) if req.get("startFromHead") else ("b", -1)
-    if direction == "f":
-        page = logs.read_forward(group, stream, offset, limit, before=end)
-        events = [e for e in page.events if _in_window(e, start, end)]
+    if start is not None or end is not None:
+        # A time window is applied before the limit; this scans the stream.
+        if direction == "f":
+            events, first, after = _window_page(
+                logs, group, stream, limit, start, end, from_head=True, offset=offset
+            )
+        else:
+            events, first, after = _window_page(
+                logs,
+                group,
+                stream,
+                limit,
+                start,
+                end,
+                from_head=False,
+                offset=0,
+                stop=None if offset < 0 else offset,
+            )
+    elif direction == "f":
+        page = logs.read_forward(group, stream, offset, limit)
+        events, first, after = page.events, page.start, page.end
     else:
         page = logs.read_backward(group, stream, None if offset < 0 else offset, limit)
-        events = [e for e in page.events if _in_window(e, start, end)]
+        events, first, after = page.events, page.start, page.end
     # The forward token repeats when there is nothing new: that is how readers
     # know they reached the end.
     return {
         "events": [_wire(e) for e in events],
-        "nextForwardToken": f"f/{page.end + 0 if page.events else page.end}",
-        "nextBackwardToken": f"b/{page.start}",
+        "nextForwardToken": f"f/{after}",
+        "nextBackwardToken": f"b/{first}",
     }
+
+
+def _parse_line(line: bytes) -> Event:
+    stamp, _, message = line.rstrip(b"\n").partition(b"\t")
+    return Event(int(stamp), message.decode("utf-8", "replace"))
 
 
 def _matcher(pattern: str | None) -> re.Pattern[str] | None:
@@ -96,7 +158,7 @@ def filter_log_events(logs: LogStore, req: Json) -> Json:
     limit = check_limit(req.get("limit"), 10_000, 10_000)
     start, end = req.get("startTime"), req.get("endTime")
     match = _matcher(req.get("filterPattern"))
-    streams = [s.name for s in logs.streams(group, prefix)]
+    streams = logs.stream_names(group, prefix)
     if names:
         streams = [s for s in streams if s in set(names)]
     offsets: dict[str, int] = {s: 0 for s in streams}
@@ -108,10 +170,14 @@ def filter_log_events(logs: LogStore, req: Json) -> Json:
     readers = [_read_stream(logs.stream_path(group, s), s, offsets[s]) for s in streams]
     events: list[Json] = []
     more = False
+    scanned = 0
     for stamp, stream, message, after in heapq.merge(*readers):
-        if len(events) == limit:
+        # Bounded work per call: a pattern that matches nothing in a huge
+        # stream returns an empty page with a nextToken, as CloudWatch does.
+        if len(events) == limit or scanned == _SCAN_PER_CALL:
             more = True
             break
+        scanned += 1
         offsets[stream] = after
         if end is not None and stamp >= end:
             continue
@@ -146,13 +212,20 @@ def describe_log_streams(logs: LogStore, req: Json, arn_prefix: str) -> Json:
     prefix = req.get("logStreamNamePrefix")
     if prefix and order == "LastEventTime":
         raise InvalidRequest("logStreamNamePrefix cannot be used with orderBy LastEventTime.")
-    infos = list(logs.streams(group, prefix))
-    if order == "LastEventTime":
-        infos.sort(key=lambda i: i.last_event or 0)
-    if req.get("descending"):
-        infos.reverse()
     start = _index_token(req.get("nextToken"))
-    page = infos[start : start + limit]
+    if order == "LastEventTime":
+        infos = sorted(logs.streams(group), key=lambda i: i.last_event or 0)
+        if req.get("descending"):
+            infos.reverse()
+        total = len(infos)
+        page = infos[start : start + limit]
+    else:
+        # Name order pages on names alone; only the page's streams are read.
+        names = logs.stream_names(group, prefix)
+        if req.get("descending"):
+            names.reverse()
+        total = len(names)
+        page = [logs.stream_info(group, n) for n in names[start : start + limit]]
     out: Json = {
         "logStreams": [
             {
@@ -171,7 +244,7 @@ def describe_log_streams(logs: LogStore, req: Json, arn_prefix: str) -> Json:
             for i in page
         ]
     }
-    if start + limit < len(infos):
+    if start + limit < total:
         out["nextToken"] = str(start + limit)
     return out
 

@@ -1,0 +1,213 @@
+"""Engine benchmark: trivial jobs end to end, next to the bare spawn rate.
+
+    python bench/engine.py [--jobs 2000] [--quick]
+
+Prints
+- the machine's bare process-spawn rate (posix_spawn of /bin/true, two in
+  flight), measured in this run;
+- end-to-end throughput of `true` jobs through shoal (submitted with boto3
+  and run to SUCCEEDED on a compute environment holding two 1-vCPU jobs),
+  as jobs/s and as a ratio to the bare spawn rate;
+- submit-to-RUNNING latency on an idle server (server-side: startedAt -
+  createdAt of each job), p50 and p99.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+TARGET_RATE = 500.0
+TARGET_RATIO = 0.30
+TARGET_P50_MS = 20.0
+
+
+def bare_spawn_rate(count: int, in_flight: int = 2) -> float:
+    env = {"PATH": "/usr/bin:/bin"}
+    running = 0
+    started = 0
+    t0 = time.perf_counter()
+    while started < count or running:
+        while running < in_flight and started < count:
+            os.posix_spawn("/bin/true", ["true"], env)
+            running += 1
+            started += 1
+        os.waitpid(-1, 0)
+        running -= 1
+    return count / (time.perf_counter() - t0)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Shoal:
+    def __init__(self, data_dir: Path) -> None:
+        self.port = free_port()
+        self.data_dir = data_dir
+        self.url = f"http://127.0.0.1:{self.port}"
+        args = [sys.executable, "-m", "shoal", "server", "--engine", "--port", str(self.port)]
+        args += ["--data-dir", str(data_dir), "--host-vcpus", "2"]
+        self.proc = subprocess.Popen(args, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("shoal did not start")
+
+    def client(self) -> Any:
+        return boto3.client(
+            "batch",
+            endpoint_url=self.url,
+            region_name="us-east-1",
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench",
+        )
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def count_status(db: Path, status: str) -> int:
+    # Read-only peek at the store (WAL allows a concurrent reader); cheaper for
+    # the server than polling it through the API while it is being measured.
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return int(
+            conn.execute("SELECT count(*) FROM jobs WHERE status = ?", (status,)).fetchone()[0]
+        )
+
+
+def setup(batch: Any) -> None:
+    batch.create_compute_environment(
+        computeEnvironmentName="bench",
+        type="MANAGED",
+        computeResources={"type": "EC2", "maxvCpus": 2, "minvCpus": 0},
+    )
+    batch.create_job_queue(
+        jobQueueName="bench",
+        priority=1,
+        computeEnvironmentOrder=[{"order": 1, "computeEnvironment": "bench"}],
+    )
+    batch.register_job_definition(
+        jobDefinitionName="true",
+        type="container",
+        containerProperties={
+            "image": "busybox",
+            "command": ["true"],
+            "resourceRequirements": [
+                {"type": "VCPU", "value": "1"},
+                {"type": "MEMORY", "value": "64"},
+            ],
+        },
+    )
+
+
+def throughput(shoal: Shoal, jobs: int, threads: int = 2) -> tuple[float, float]:
+    """(jobs/s end to end, submit-only jobs/s) for `jobs` trivial jobs."""
+    clients = [shoal.client() for _ in range(threads)]
+    for c in clients:
+        c.describe_job_queues(jobQueues=["bench"])
+    per_thread = jobs // threads
+    submitted_at: list[float] = []
+
+    def submit(c: Any) -> None:
+        for i in range(per_thread):
+            c.submit_job(jobName=f"t{i}", jobQueue="bench", jobDefinition="true")
+        submitted_at.append(time.perf_counter())
+
+    db = shoal.data_dir / "shoal.db"
+    t0 = time.perf_counter()
+    workers = [threading.Thread(target=submit, args=(c,)) for c in clients]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    total = per_thread * threads
+    deadline = time.monotonic() + 600
+    while count_status(db, "SUCCEEDED") < total:
+        if time.monotonic() > deadline:
+            raise RuntimeError("jobs did not finish")
+        time.sleep(0.02)
+    elapsed = time.perf_counter() - t0
+    return total / elapsed, total / (max(submitted_at) - t0)
+
+
+def latency(shoal: Shoal, samples: int) -> list[float]:
+    """Server-side submit-to-RUNNING (startedAt - createdAt) on an idle server, ms."""
+    batch = shoal.client()
+    out: list[float] = []
+    for i in range(samples):
+        job_id = batch.submit_job(jobName=f"lat{i}", jobQueue="bench", jobDefinition="true")[
+            "jobId"
+        ]
+        while True:
+            [job] = batch.describe_jobs(jobs=[job_id])["jobs"]
+            if job["status"] in ("SUCCEEDED", "FAILED"):
+                break
+            time.sleep(0.005)
+        out.append(float(job["startedAt"] - job["createdAt"]))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    jobs = 400 if args.quick else args.jobs
+    samples = 50 if args.quick else 200
+
+    spawn = bare_spawn_rate(4000 if not args.quick else 1000)
+    print(f"bare spawn (posix_spawn /bin/true, 2 in flight): {spawn:.0f} /s")
+
+    tmp = Path(tempfile.mkdtemp(prefix="shoal-bench-"))
+    shoal = Shoal(tmp / "data")
+    try:
+        batch = shoal.client()
+        setup(batch)
+        rate, submit_rate = throughput(shoal, jobs)
+        ok = "ok" if rate >= TARGET_RATE and rate / spawn >= TARGET_RATIO else "BELOW TARGET"
+        print(
+            f"end-to-end {jobs} `true` jobs: {rate:.0f} jobs/s "
+            f"(submission alone {submit_rate:.0f}/s); ratio to bare spawn {rate / spawn:.2f} "
+            f"(targets >= {TARGET_RATE:.0f} jobs/s and >= {TARGET_RATIO:.2f}) {ok}"
+        )
+        lat = sorted(latency(shoal, samples))
+        p50 = statistics.median(lat)
+        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+        ok = "ok" if p50 <= TARGET_P50_MS else "BELOW TARGET"
+        print(
+            f"submit-to-RUNNING on an idle server ({samples} jobs): p50 {p50:.1f} ms, "
+            f"p99 {p99:.1f} ms (target p50 <= {TARGET_P50_MS:.0f} ms) {ok}"
+        )
+    finally:
+        shoal.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
