@@ -22,8 +22,6 @@ class Settings:
     settle_delay_ms: int = 0
     # AWS's minimum attempt timeout is 60 s; tests lower it.
     min_timeout_seconds: int = 60
-    # SDK invocation ids are remembered this long for SubmitJob deduplication.
-    idempotency_ttl_ms: int = 24 * 3600 * 1000
     # SQLite synchronous mode: NORMAL survives process death, FULL power loss.
     sqlite_synchronous: str = "NORMAL"
     # Run jobs (False: a pure control plane; jobs stay where they are).

@@ -3,7 +3,6 @@ overrides merged the way AWS merges them, and the command substituted."""
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +23,9 @@ def merge_overrides(props: Mapping[str, Any], overrides: Mapping[str, Any] | Non
       override a VCPU/MEMORY given as a resource requirement in the
       definition (AWS's documented trap), so such an override is ignored.
     """
-    container: Json = copy.deepcopy(dict(props))
+    # A shallow copy: members that change get new lists below; the rest is
+    # shared with `props`, which callers do not mutate.
+    container: Json = dict(props)
     if not overrides:
         return container
     if "command" in overrides:

@@ -55,7 +55,7 @@ log = logging.getLogger("shoal.engine")
 TIMEOUT_REASON = "Job attempt duration exceeded timeout"
 DEPENDENCY_FAILED = "Dependent Job failed"
 _BATCH = 500
-_HEAD = 32  # RUNNABLE jobs read per step when placing a queue
+_HEAD = 256  # at most this many RUNNABLE jobs are read per step when placing a queue
 
 
 @dataclass(slots=True)
@@ -98,6 +98,7 @@ class Engine:
         self._host_used = Usage()
         self._loop_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self._exits: list[tuple[Attempt, Exit, int | None]] = []
 
     # -- lifecycle ------------------------------------------------------------
     async def start(self) -> None:
@@ -115,6 +116,10 @@ class Engine:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        for executor in self.executors.values():
+            close = getattr(executor, "close", None)
+            if close is not None:
+                close()
 
     def wake(self) -> None:
         self._wake.set()
@@ -150,9 +155,14 @@ class Engine:
                 self._wake.set()
 
     def _cycle(self) -> bool:
-        """One pass; True if there is more to do at once."""
-        more = self._evaluate_submitted()
-        self._place()
+        """One pass in one transaction; True if there is more to do at once."""
+        now = self.ctx.clock.now_ms()
+        placed: list[tuple[Job, Attempt]] = []
+        with self.ctx.store.transaction() as tx:
+            more = self._evaluate_submitted(tx, now)
+            self._place(tx, placed, now)
+        if placed:
+            self._spawn(self._start(placed))
         return more
 
     def _executor_for(self, ce: ComputeEnvironment) -> Executor:
@@ -160,29 +170,27 @@ class Engine:
         return self.executors.get(name) or self.executors[self.default_executor]
 
     # -- SUBMITTED -> PENDING | RUNNABLE | FAILED -------------------------------
-    def _evaluate_submitted(self) -> bool:
-        now = self.ctx.clock.now_ms()
-        with self.ctx.store.transaction() as tx:
-            waiting = tx.jobs_in_status((JobStatus.SUBMITTED, JobStatus.PENDING), _BATCH)
-            deps = tx.get_jobs(
-                [
-                    d["jobId"].split(":")[0]
-                    for j in waiting
-                    for d in j.spec.get("dependsOn", [])
-                    if d.get("jobId")
-                ]
-            )
-            for job in waiting:
-                status, reason = self._dependency_status(job, deps)
-                if status is job.status:
-                    continue
-                changes: dict[str, Any] = {"status": status, "status_reason": reason}
-                runtime = dict(job.runtime)
-                if status is JobStatus.RUNNABLE:
-                    runtime["runnableAt"] = now
-                if status is JobStatus.FAILED:
-                    changes["stopped_at"] = now
-                tx.update_job(dataclasses.replace(job, **changes, runtime=runtime), job.status)
+    def _evaluate_submitted(self, tx: Transaction, now: int) -> bool:
+        waiting = tx.jobs_in_status((JobStatus.SUBMITTED, JobStatus.PENDING), _BATCH)
+        deps = tx.get_jobs(
+            [
+                d["jobId"].split(":")[0]
+                for j in waiting
+                for d in j.spec.get("dependsOn", [])
+                if d.get("jobId")
+            ]
+        )
+        for job in waiting:
+            status, reason = self._dependency_status(job, deps)
+            if status is job.status:
+                continue
+            changes: dict[str, Any] = {"status": status, "status_reason": reason}
+            runtime = dict(job.runtime)
+            if status is JobStatus.RUNNABLE:
+                runtime["runnableAt"] = now
+            if status is JobStatus.FAILED:
+                changes["stopped_at"] = now
+            tx.update_job(dataclasses.replace(job, **changes, runtime=runtime), job.status)
         return len(waiting) == _BATCH
 
     @staticmethod
@@ -195,33 +203,28 @@ class Engine:
         return JobStatus.PENDING, None
 
     # -- placement ------------------------------------------------------------
-    def _place(self) -> None:
-        now = self.ctx.clock.now_ms()
-        placed: list[tuple[Job, Attempt]] = []
-        with self.ctx.store.transaction() as tx:
-            queues = sorted(
-                (q for q in tx.list_job_queues(None, 10_000) if not q.lifecycle.gone(now)),
-                key=lambda q: (-q.priority, q.name),
-            )
-            ces = {
-                ce.name: ce
-                for ce in tx.list_compute_environments(None, 10_000)
-                if not ce.lifecycle.gone(now)
-            }
-            for queue in queues:
-                usable = [
-                    ces[o.compute_environment]
-                    for o in sorted(queue.compute_environment_order, key=lambda o: o.order)
-                    if o.compute_environment in ces
-                ]
-                usable = [
-                    ce
-                    for ce in usable
-                    if ce.state == "ENABLED" and ce.lifecycle.effective(now) is ResourceStatus.VALID
-                ]
-                self._place_queue(tx, queue.name, usable, placed, now)
-        for job, attempt in placed:
-            attempt.task = asyncio.create_task(self._run_attempt(job, attempt))
+    def _place(self, tx: Transaction, placed: list[tuple[Job, Attempt]], now: int) -> None:
+        queues = sorted(
+            (q for q in tx.list_job_queues(None, 10_000) if not q.lifecycle.gone(now)),
+            key=lambda q: (-q.priority, q.name),
+        )
+        ces = {
+            ce.name: ce
+            for ce in tx.list_compute_environments(None, 10_000)
+            if not ce.lifecycle.gone(now)
+        }
+        for queue in queues:
+            usable = [
+                ces[o.compute_environment]
+                for o in sorted(queue.compute_environment_order, key=lambda o: o.order)
+                if o.compute_environment in ces
+            ]
+            usable = [
+                ce
+                for ce in usable
+                if ce.state == "ENABLED" and ce.lifecycle.effective(now) is ResourceStatus.VALID
+            ]
+            self._place_queue(tx, queue.name, usable, placed, now)
 
     def _limits(self, ce: ComputeEnvironment) -> tuple[Limits, Usage, bool]:
         executor = self._executor_for(ce)
@@ -241,8 +244,10 @@ class Engine:
         # RUNNABLE, so a re-read skips them; only jobs that can never fit are
         # read again (and passed over). A blocked queue costs one short read.
         never_fit: set[str] = set()
+        step = 4
         while True:
-            limit = len(never_fit) + _HEAD
+            limit = len(never_fit) + step
+            step = min(step * 4, _HEAD)
             head = tx.queued_jobs(queue, (JobStatus.RUNNABLE,), limit)
             for job in head:
                 if job.job_id in never_fit:
@@ -376,38 +381,56 @@ class Engine:
             log_stream=f"{prefix}/default/{attempt.task_id}",
         )
 
-    async def _run_attempt(self, job: Job, attempt: Attempt) -> None:
-        number = int(job.runtime.get("attemptNumber", 0)) + 1
-        spec = self._launch_spec(job, attempt, number)
-        try:
-            attempt.handle = await attempt.executor.launch(spec)
-        except LaunchError as e:
-            await self._finish(
-                attempt,
-                Exit(exit_code=None, reason=e.reason, status_reason=FAILED_TO_START),
-                started_at=None,
-            )
+    async def _start(self, placed: list[tuple[Job, Attempt]]) -> None:
+        """Launch placed attempts, then record them RUNNING in one transaction."""
+        specs = [
+            self._launch_spec(job, attempt, int(job.runtime.get("attemptNumber", 0)) + 1)
+            for job, attempt in placed
+        ]
+        results = await asyncio.gather(
+            *(
+                attempt.executor.launch(spec)
+                for (_, attempt), spec in zip(placed, specs, strict=True)
+            ),
+            return_exceptions=True,
+        )
+        launched: list[tuple[Job, Attempt, LaunchSpec]] = []
+        for (job, attempt), spec, result in zip(placed, specs, results, strict=True):
+            if isinstance(result, BaseException):
+                reason = (
+                    result.reason
+                    if isinstance(result, LaunchError)
+                    else f"CannotStartContainerError: {result}"
+                )
+                failed = Exit(exit_code=None, reason=reason, status_reason=FAILED_TO_START)
+                self._record_exit(attempt, failed, started_at=None)
+                continue
+            attempt.handle = result
+            launched.append((job, attempt, spec))
+        if not launched:
             return
         started_at = self.ctx.clock.now_ms()
-        self.logs.create_stream(spec.log_group, spec.log_stream)
         with self.ctx.store.transaction() as tx:
-            current = tx.get_jobs([job.job_id])[job.job_id]
-            runtime = {
-                **current.runtime,
-                "handle": attempt.handle,
-                "logGroup": spec.log_group,
-                "container": {
-                    "taskArn": self._task_arn(attempt.ce, attempt.task_id),
-                    "logStreamName": spec.log_stream,
-                },
-            }
-            tx.update_job(
-                dataclasses.replace(
-                    current, status=JobStatus.RUNNING, started_at=started_at, runtime=runtime
-                ),
-                JobStatus.STARTING,
+            current = tx.get_jobs([job.job_id for job, _, _ in launched])
+            for job, attempt, spec in launched:
+                latest = current[job.job_id]
+                runtime = {
+                    **latest.runtime,
+                    "handle": attempt.handle,
+                    "logGroup": spec.log_group,
+                    "container": {
+                        "taskArn": self._task_arn(attempt.ce, attempt.task_id),
+                        "logStreamName": spec.log_stream,
+                    },
+                }
+                running = dataclasses.replace(
+                    latest, status=JobStatus.RUNNING, started_at=started_at, runtime=runtime
+                )
+                tx.update_job(running, JobStatus.STARTING)
+        for job, attempt, _ in launched:
+            attempt.task = asyncio.create_task(
+                self._watch(attempt, job.spec, started_at, elapsed_ms=0)
             )
-        await self._watch(attempt, job.spec, started_at, elapsed_ms=0)
 
     async def _watch(self, attempt: Attempt, spec: Json, started_at: int, elapsed_ms: int) -> None:
         assert attempt.handle is not None
@@ -420,7 +443,7 @@ class Engine:
         exit_ = await attempt.executor.wait(attempt.handle)
         if attempt.timer is not None:
             attempt.timer.cancel()
-        await self._finish(attempt, exit_, started_at=started_at)
+        self._record_exit(attempt, exit_, started_at=started_at)
 
     def _on_timeout(self, attempt: Attempt) -> None:
         if attempt.stop_reason is None:
@@ -432,62 +455,83 @@ class Engine:
         if attempt.handle is not None:
             await attempt.executor.stop(attempt.handle, self.kill_grace_seconds)
 
-    async def _finish(self, attempt: Attempt, exit_: Exit, *, started_at: int | None) -> None:
+    def _record_exit(self, attempt: Attempt, exit_: Exit, *, started_at: int | None) -> None:
+        """Queue an attempt's end; exits arriving together commit in one transaction."""
+        self._exits.append((attempt, exit_, started_at))
+        if len(self._exits) == 1:
+            asyncio.get_running_loop().call_soon(self._flush_exits)
+
+    def _flush_exits(self) -> None:
+        exits, self._exits = self._exits, []
         now = self.ctx.clock.now_ms()
-        status_reason = attempt.stop_reason or exit_.status_reason
-        with self.ctx.store.transaction() as tx:
-            job = tx.get_jobs([attempt.job_id])[attempt.job_id]
-            number = int(job.runtime.get("attemptNumber", 1))
-            container: Json = {
-                "taskArn": self._task_arn(attempt.ce, attempt.task_id),
-                "networkInterfaces": [],
-            }
-            if exit_.exit_code is not None:
-                container["exitCode"] = exit_.exit_code
-            if exit_.reason:
-                container["reason"] = exit_.reason[:255]
-            stream = (job.runtime.get("container") or {}).get("logStreamName")
-            if stream and started_at is not None:
-                container["logStreamName"] = stream
-            record: Json = {"container": container, "stoppedAt": now, "statusReason": status_reason}
-            if started_at is not None:
-                record["startedAt"] = started_at
-            succeeded = exit_.exit_code == 0 and attempt.stop_reason is None
-            if succeeded:
-                status = JobStatus.SUCCEEDED
-            else:
-                outcome = AttemptOutcome(
-                    exit_code=exit_.exit_code,
-                    reason=exit_.reason,
-                    status_reason=status_reason,
-                    retryable=attempt.retryable,
-                )
-                decision = decide(job.spec.get("retryStrategy"), number, outcome)
-                status = JobStatus.RUNNABLE if decision is Decision.RETRY else JobStatus.FAILED
-            runtime = {
-                **job.runtime,
-                "attempts": [*job.runtime.get("attempts", []), record],
-                "container": {k: v for k, v in container.items() if k != "networkInterfaces"},
-            }
-            runtime.pop("handle", None)
-            if status is JobStatus.RUNNABLE:
-                runtime["runnableAt"] = now
-            terminal = status.terminal
-            updated = dataclasses.replace(
-                job,
-                status=status,
-                status_reason=status_reason if status is not JobStatus.RUNNABLE else None,
-                stopped_at=now if terminal else job.stopped_at,
-                started_at=started_at if started_at is not None else job.started_at,
-                is_terminated=job.is_terminated or attempt.terminated,
-                runtime=runtime,
-            )
-            tx.update_job(updated, job.status)
-        self._reserve(attempt, attempt.executor, sign=-1)
-        self._attempts.pop(attempt.job_id, None)
-        if attempt.handle is not None:
-            attempt.executor.release(attempt.handle)
+        try:
+            with self.ctx.store.transaction() as tx:
+                jobs = tx.get_jobs([a.job_id for a, _, _ in exits])
+                for attempt, exit_, started_at in exits:
+                    job = jobs[attempt.job_id]
+                    tx.update_job(
+                        self._after_exit(job, attempt, exit_, started_at, now), job.status
+                    )
+        except Exception:
+            log.exception("recording %d exits failed; retrying", len(exits))
+            self._exits = exits + self._exits
+            asyncio.get_running_loop().call_later(0.5, self._flush_exits)
+            return
+        for attempt, _, _ in exits:
+            self._reserve(attempt, attempt.executor, sign=-1)
+            self._attempts.pop(attempt.job_id, None)
+            if attempt.handle is not None:
+                attempt.executor.release(attempt.handle)
         self.wake()
+
+    def _after_exit(
+        self, job: Job, attempt: Attempt, exit_: Exit, started_at: int | None, now: int
+    ) -> Job:
+        """The job after one of its attempts ended: retry rules applied."""
+        status_reason = attempt.stop_reason or exit_.status_reason
+        number = int(job.runtime.get("attemptNumber", 1))
+        container: Json = {
+            "taskArn": self._task_arn(attempt.ce, attempt.task_id),
+            "networkInterfaces": [],
+        }
+        if exit_.exit_code is not None:
+            container["exitCode"] = exit_.exit_code
+        if exit_.reason:
+            container["reason"] = exit_.reason[:255]
+        stream = (job.runtime.get("container") or {}).get("logStreamName")
+        if stream and started_at is not None:
+            container["logStreamName"] = stream
+        record: Json = {"container": container, "stoppedAt": now, "statusReason": status_reason}
+        if started_at is not None:
+            record["startedAt"] = started_at
+        if exit_.exit_code == 0 and attempt.stop_reason is None:
+            status = JobStatus.SUCCEEDED
+        else:
+            outcome = AttemptOutcome(
+                exit_code=exit_.exit_code,
+                reason=exit_.reason,
+                status_reason=status_reason,
+                retryable=attempt.retryable,
+            )
+            decision = decide(job.spec.get("retryStrategy"), number, outcome)
+            status = JobStatus.RUNNABLE if decision is Decision.RETRY else JobStatus.FAILED
+        runtime = {
+            **job.runtime,
+            "attempts": [*job.runtime.get("attempts", []), record],
+            "container": {k: v for k, v in container.items() if k != "networkInterfaces"},
+        }
+        runtime.pop("handle", None)
+        if status is JobStatus.RUNNABLE:
+            runtime["runnableAt"] = now
+        return dataclasses.replace(
+            job,
+            status=status,
+            status_reason=status_reason if status is not JobStatus.RUNNABLE else None,
+            stopped_at=now if status.terminal else job.stopped_at,
+            started_at=started_at if started_at is not None else job.started_at,
+            is_terminated=job.is_terminated or attempt.terminated,
+            runtime=runtime,
+        )
 
     # -- after a restart ------------------------------------------------------
     async def _reconcile(self) -> None:

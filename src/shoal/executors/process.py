@@ -88,12 +88,21 @@ class ProcessExecutor:
         # Removing directories and cgroups is slow on some filesystems: it
         # happens off the event loop, after the exit is recorded.
         self._cleaner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shoal-cleanup")
+        self._launcher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="shoal-launch")
+        self._pumped: dict[str, int] = {}  # output offset already in the log store, by task
 
     def _base(self, task: str) -> str:
         return str(self.root / task)
 
     # -- launching ------------------------------------------------------------
     async def launch(self, spec: LaunchSpec) -> Handle:
+        # The launch is system calls (mkdir, cgroup writes, posix_spawn) that
+        # release the GIL: on a worker thread they overlap with the event loop.
+        loop = asyncio.get_running_loop()
+        handle: Handle = await loop.run_in_executor(self._launcher, self._launch, spec)
+        return handle
+
+    def _launch(self, spec: LaunchSpec) -> Handle:
         if not spec.command:
             raise LaunchError(
                 "CannotStartContainerError: the job has no command, and the process "
@@ -132,6 +141,8 @@ class ProcessExecutor:
         except OSError as e:
             raise LaunchError(f"CannotStartContainerError: {e}") from None
         self._children.add(pid)
+        # As the awslogs driver does, the stream exists once the job starts.
+        self.logs.create_stream(spec.log_group, spec.log_stream)
         return {
             "task": spec.task_id,
             "pid": pid,
@@ -247,10 +258,14 @@ class ProcessExecutor:
 
         While the job runs only complete lines move; once it has ended, a last
         line without a newline is output too."""
-        base = self._base(str(handle["task"]))
+        task = str(handle["task"])
+        base = self._base(task)
         mark = Path(base + ".pumped")
         try:
-            offset = int(mark.read_text()) if mark.exists() else 0
+            offset = self._pumped.get(task)
+            if offset is None:  # first look, perhaps after a restart
+                offset = int(mark.read_text()) if mark.exists() else 0
+                self._pumped[task] = offset
             with open(base + ".out", "rb") as f:
                 f.seek(offset)
                 data = f.read(_READ_CHUNK)
@@ -280,6 +295,7 @@ class ProcessExecutor:
                 for piece in _split(line)
             ]
             self.logs.append(handle["group"], handle["stream"], events)
+        self._pumped[task] = offset + len(chunk)
         mark.write_text(str(offset + len(chunk)))
         return True
 
@@ -308,6 +324,7 @@ class ProcessExecutor:
         """Forget a finished attempt: its exit is recorded, its files can go."""
         task = str(handle["task"])
         self._killed.discard(task)
+        self._pumped.pop(task, None)
         self._cleaner.submit(self._clean, task, handle.get("cgroup"))
 
     def _clean(self, task: str, cgroup: str | None) -> None:
@@ -320,4 +337,5 @@ class ProcessExecutor:
             self.cgroups.remove(Path(cgroup))
 
     def close(self) -> None:
+        self._launcher.shutdown(wait=True)
         self._cleaner.shutdown(wait=True)

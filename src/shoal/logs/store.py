@@ -59,6 +59,7 @@ class LogStore:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._groups: set[str] = set()  # group directories known to exist
 
     # -- writing --------------------------------------------------------------
     def _path(self, group: str, stream: str) -> Path:
@@ -68,10 +69,15 @@ class LogStore:
         """The file of an existing stream (NotFound otherwise)."""
         return self._existing(group, stream)
 
+    def _ensure_group(self, group: str) -> None:
+        if group not in self._groups:
+            (self.root / _encode(group)).mkdir(parents=True, exist_ok=True)
+            self._groups.add(group)
+
     def create_stream(self, group: str, stream: str) -> None:
-        path = self._path(group, stream)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(exist_ok=True)
+        self._ensure_group(group)
+        fd = os.open(self._path(group, stream), os.O_CREAT | os.O_WRONLY, 0o644)
+        os.close(fd)
 
     def append(self, group: str, stream: str, events: Iterable[Event]) -> None:
         data = b"".join(f"{e.timestamp}\t{e.message}\n".encode("utf-8", "replace") for e in events)
@@ -89,7 +95,7 @@ class LogStore:
             return
         path = self._path(group, stream)
         with self._lock:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            self._ensure_group(group)
             with path.open("ab") as f:
                 f.write(data)
 

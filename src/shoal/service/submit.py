@@ -158,7 +158,7 @@ def submit(ctx: Context, req: Json, *, payload_size: int, token: str | None) -> 
     check_scheduling_priority(req.get("schedulingPriorityOverride"), "schedulingPriorityOverride")
     now = ctx.clock.now_ms()
     with ctx.store.transaction() as tx:
-        if token is not None and (first := tx.get_idempotency(token)) is not None:
+        if token is not None and (first := tx.job_for_token(token)) is not None:
             jobs = tx.get_jobs([first])
             if first in jobs:
                 return _response(ctx, first, jobs[first].job_name)
@@ -223,8 +223,6 @@ def submit(ctx: Context, req: Json, *, payload_size: int, token: str | None) -> 
             array_size=array_size,
             tags=tags,
         )
-        tx.insert_job(job)
-        if token is not None:
-            tx.put_idempotency(token, job.job_id, now)
+        tx.insert_job(job, token)
     ctx.notifier.wake()
     return _response(ctx, job.job_id, job.job_name)

@@ -91,8 +91,9 @@ class Transaction(Protocol):
         ...
 
     # -- jobs -----------------------------------------------------------------
-    def insert_job(self, job: Job) -> None:
-        """Insert a new job; its id must be new."""
+    def insert_job(self, job: Job, token: str | None = None) -> None:
+        """Insert a new job; its id (and `token`, the SDK invocation id of the
+        SubmitJob that created it, if given) must be new."""
 
     def get_jobs(self, job_ids: Sequence[str]) -> dict[str, Job]:
         """The jobs that exist among `job_ids`, by id."""
@@ -115,12 +116,9 @@ class Transaction(Protocol):
         """Jobs of any queue in `statuses`, oldest first."""
         ...
 
-    # -- idempotency ----------------------------------------------------------
-    def get_idempotency(self, token: str) -> str | None:
-        """The job id created by the request that carried `token`, if any."""
+    def job_for_token(self, token: str) -> str | None:
+        """The id of the job whose SubmitJob carried invocation id `token`, if any."""
         ...
-
-    def put_idempotency(self, token: str, job_id: str, now_ms: int) -> None: ...
 
 
 class Store(Protocol):

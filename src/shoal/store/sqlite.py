@@ -11,6 +11,7 @@ writers anyway, and the calls are short.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -45,7 +46,7 @@ CREATE TABLE IF NOT EXISTS job_definitions (
     PRIMARY KEY (name, revision)
 );
 CREATE TABLE IF NOT EXISTS jobs (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,
     job_id TEXT NOT NULL UNIQUE,
     job_name TEXT NOT NULL,
     queue TEXT NOT NULL,
@@ -63,18 +64,17 @@ CREATE TABLE IF NOT EXISTS jobs (
     is_terminated INTEGER NOT NULL DEFAULT 0,
     spec TEXT NOT NULL,
     runtime TEXT NOT NULL,
-    tags TEXT NOT NULL
+    tags TEXT NOT NULL,
+    -- The SDK invocation id of the SubmitJob that created the job: a retry
+    -- carrying it finds this job instead of creating another.
+    token TEXT
 );
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_token ON jobs (token) WHERE token IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_queue_status ON jobs (queue, status, seq);
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
 CREATE INDEX IF NOT EXISTS jobs_queue_name ON jobs (queue, job_name COLLATE NOCASE);
 CREATE INDEX IF NOT EXISTS jobs_parent_status ON jobs (array_parent, status, seq)
     WHERE array_parent IS NOT NULL;
-CREATE TABLE IF NOT EXISTS idempotency (
-    token TEXT PRIMARY KEY,
-    job_id TEXT NOT NULL,
-    created_at INTEGER NOT NULL
-);
 """
 
 _JOB_COLUMNS = (
@@ -240,12 +240,12 @@ class SqliteTransaction:
         return codec.definition_from_row(row[0], row[1], row[2], row[3], codec.loads(row[4]))
 
     # -- jobs -----------------------------------------------------------------
-    def insert_job(self, job: Job) -> None:
+    def insert_job(self, job: Job, token: str | None = None) -> None:
         self._c.execute(
             "INSERT INTO jobs (job_id, job_name, queue, def_name, def_rev, status, "
             "status_reason, created_at, started_at, stopped_at, share_identifier, "
-            "array_parent, array_size, is_cancelled, is_terminated, spec, runtime, tags) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "array_parent, array_size, is_cancelled, is_terminated, spec, runtime, tags, token) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 job.job_id,
                 job.job_name,
@@ -265,11 +265,14 @@ class SqliteTransaction:
                 codec.dumps(job.spec),
                 codec.dumps(job.runtime),
                 codec.dumps(job.tags),
+                token,
             ),
         )
 
     def get_jobs(self, job_ids: Sequence[str]) -> dict[str, Job]:
         found: dict[str, Job] = {}
+        if not job_ids:
+            return found
         for part in chunks(list(dict.fromkeys(job_ids)), 500):
             marks = ",".join("?" * len(part))
             rows = self._c.execute(
@@ -358,16 +361,9 @@ class SqliteTransaction:
         ).fetchall()
         return [_job_from_row(r) for r in rows]
 
-    # -- idempotency ----------------------------------------------------------
-    def get_idempotency(self, token: str) -> str | None:
-        row = self._c.execute("SELECT job_id FROM idempotency WHERE token = ?", (token,)).fetchone()
+    def job_for_token(self, token: str) -> str | None:
+        row = self._c.execute("SELECT job_id FROM jobs WHERE token = ?", (token,)).fetchone()
         return None if row is None else str(row[0])
-
-    def put_idempotency(self, token: str, job_id: str, now_ms: int) -> None:
-        self._c.execute(
-            "INSERT INTO idempotency (token, job_id, created_at) VALUES (?, ?, ?)",
-            (token, job_id, now_ms),
-        )
 
 
 def _like_prefix(prefix: str) -> str:
@@ -391,10 +387,36 @@ class SqliteStore:
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute(f"PRAGMA synchronous = {synchronous}")
             self._conn.execute("PRAGMA busy_timeout = 5000")
+            # Checkpoints run on a thread of their own (below), not inline in
+            # whichever commit crosses the WAL threshold: that stalled the
+            # event loop for milliseconds every hundred commits.
+            self._conn.execute("PRAGMA wal_autocheckpoint = 0")
             self._migrate()
         except sqlite3.Error as e:
             raise StoreError(f"cannot open the SQLite store at {path}: {e}") from e
         self._lock = threading.RLock()
+        self._closing = threading.Event()
+        self._checkpointer: threading.Thread | None = None
+        if str(path) != ":memory:":
+            self._checkpointer = threading.Thread(
+                target=self._checkpoint_loop,
+                args=(str(path),),
+                name="shoal-checkpoint",
+                daemon=True,
+            )
+            self._checkpointer.start()
+
+    def _checkpoint_loop(self, path: str, interval: float = 0.5) -> None:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 5000")
+        try:
+            while not self._closing.wait(interval):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error:
+                    continue  # busy now; the next round catches up
+        finally:
+            conn.close()
 
     def _migrate(self) -> None:
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
@@ -427,5 +449,10 @@ class SqliteStore:
                 self._conn.execute("ROLLBACK")
 
     def close(self) -> None:
+        self._closing.set()
+        if self._checkpointer is not None:
+            self._checkpointer.join()
         with self._lock:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._conn.close()
