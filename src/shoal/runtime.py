@@ -58,6 +58,7 @@ def build(settings: Settings) -> Runtime:
             kill_grace_seconds=settings.kill_grace_seconds,
         )
         ctx.notifier.on_wake.append(engine.wake)
+        ctx.notifier.on_submit.append(engine.submitted)
         ctx.notifier.on_terminate.append(engine.terminate)
         runtime.engine = engine
         await engine.start()

@@ -30,13 +30,21 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 from shoal.domain.arns import new_task_id
 from shoal.domain.container import Resources, resources_of
-from shoal.domain.records import ComputeEnvironment, Job, JobStatus, Json, ResourceStatus
+from shoal.domain.records import (
+    ComputeEnvironment,
+    Job,
+    JobQueue,
+    JobStatus,
+    Json,
+    ResourceStatus,
+)
 from shoal.domain.retry import AttemptOutcome, Decision, decide
 from shoal.engine.capacity import Limits, Usage, ce_limits, describe_free, describe_need
 from shoal.executors.base import (
@@ -55,6 +63,7 @@ log = logging.getLogger("shoal.engine")
 TIMEOUT_REASON = "Job attempt duration exceeded timeout"
 DEPENDENCY_FAILED = "Dependent Job failed"
 _BATCH = 500
+_TOPOLOGY_TTL = 1.0
 _HEAD = 256  # at most this many RUNNABLE jobs are read per step when placing a queue
 
 
@@ -99,6 +108,17 @@ class Engine:
         self._loop_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._exits: list[tuple[Attempt, Exit, int | None]] = []
+        # Cheap cycles: a queue whose head could not be placed stays blocked
+        # until the epoch moves (capacity freed, control plane changed); the
+        # queues and compute environments are re-read when it moves or after
+        # _TOPOLOGY_TTL seconds (another process may have changed them).
+        self._epoch = 0
+        self._new_jobs = True
+        self._evaluated_epoch = -1
+        self._blocked: dict[str, int] = {}
+        self._topology: tuple[int, float, list[JobQueue], dict[str, ComputeEnvironment]] | None = (
+            None
+        )
 
     # -- lifecycle ------------------------------------------------------------
     async def start(self) -> None:
@@ -122,6 +142,13 @@ class Engine:
                 close()
 
     def wake(self) -> None:
+        """Something placement depends on changed: look at every queue again."""
+        self._epoch += 1
+        self._wake.set()
+
+    def submitted(self) -> None:
+        """New jobs only: queues already blocked stay blocked."""
+        self._new_jobs = True
         self._wake.set()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -159,7 +186,12 @@ class Engine:
         now = self.ctx.clock.now_ms()
         placed: list[tuple[Job, Attempt]] = []
         with self.ctx.store.transaction() as tx:
-            more = self._evaluate_submitted(tx, now)
+            more = False
+            if self._new_jobs or self._evaluated_epoch != self._epoch:
+                self._new_jobs = False
+                self._evaluated_epoch = self._epoch
+                more = self._evaluate_submitted(tx, now)
+                self._new_jobs = more
             self._place(tx, placed, now)
         if placed:
             self._spawn(self._start(placed))
@@ -203,7 +235,13 @@ class Engine:
         return JobStatus.PENDING, None
 
     # -- placement ------------------------------------------------------------
-    def _place(self, tx: Transaction, placed: list[tuple[Job, Attempt]], now: int) -> None:
+    def _read_topology(
+        self, tx: Transaction, now: int
+    ) -> tuple[list[JobQueue], dict[str, ComputeEnvironment]]:
+        cached = self._topology
+        fresh = cached is not None and cached[0] == self._epoch
+        if cached is not None and fresh and time.monotonic() - cached[1] < _TOPOLOGY_TTL:
+            return cached[2], cached[3]
         queues = sorted(
             (q for q in tx.list_job_queues(None, 10_000) if not q.lifecycle.gone(now)),
             key=lambda q: (-q.priority, q.name),
@@ -213,7 +251,20 @@ class Engine:
             for ce in tx.list_compute_environments(None, 10_000)
             if not ce.lifecycle.gone(now)
         }
+        self._topology = (self._epoch, time.monotonic(), queues, ces)
+        lifecycles = [q.lifecycle for q in queues] + [c.lifecycle for c in ces.values()]
+        settling = [lc.settles_at for lc in lifecycles if lc.settles_at > now]
+        if settling:
+            # CREATING/UPDATING become VALID by the clock alone: look again then.
+            delay = (min(settling) - now) / 1000
+            asyncio.get_running_loop().call_later(delay, self.wake)
+        return queues, ces
+
+    def _place(self, tx: Transaction, placed: list[tuple[Job, Attempt]], now: int) -> None:
+        queues, ces = self._read_topology(tx, now)
         for queue in queues:
+            if self._blocked.get(queue.name) == self._epoch:
+                continue
             usable = [
                 ces[o.compute_environment]
                 for o in sorted(queue.compute_environment_order, key=lambda o: o.order)
@@ -245,6 +296,7 @@ class Engine:
         # read again (and passed over). A blocked queue costs one short read.
         never_fit: set[str] = set()
         step = 4
+        self._blocked.pop(queue, None)
         while True:
             limit = len(never_fit) + step
             step = min(step * 4, _HEAD)
@@ -254,6 +306,7 @@ class Engine:
                     continue
                 verdict = self._place_job(tx, job, ces, placed, now)
                 if verdict == "blocked":
+                    self._blocked[queue] = self._epoch
                     return
                 if verdict == "never":
                     never_fit.add(job.job_id)

@@ -103,6 +103,7 @@ def create(ctx: Context, req: Json) -> Json:
             created_at=now,
         )
         tx.put_compute_environment(ce)
+    ctx.notifier.wake()
     return {
         "computeEnvironmentName": name,
         "computeEnvironmentArn": ctx.arns.compute_environment(name),
@@ -190,6 +191,7 @@ def delete(ctx: Context, req: Json) -> Json:
                     ),
                 )
             )
+    ctx.notifier.wake()
     return {}
 
 

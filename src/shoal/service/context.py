@@ -24,10 +24,17 @@ class Notifier:
 
     def __init__(self) -> None:
         self.on_wake: list[Callable0] = []
+        self.on_submit: list[Callable0] = []
         self.on_terminate: list[Callable2] = []
 
     def wake(self) -> None:
+        """Something that placement depends on changed (capacity, queues, a job's state)."""
         for fn in self.on_wake:
+            fn()
+
+    def submitted(self) -> None:
+        """New jobs were stored; nothing else changed."""
+        for fn in self.on_submit:
             fn()
 
     def terminate(self, job_id: str, reason: str) -> None:

@@ -119,6 +119,7 @@ def create(ctx: Context, req: Json) -> Json:
             created_at=now,
         )
         tx.put_job_queue(queue)
+    ctx.notifier.wake()
     return {"jobQueueName": name, "jobQueueArn": ctx.arns.job_queue(name)}
 
 
@@ -200,6 +201,7 @@ def delete(ctx: Context, req: Json) -> Json:
                     ),
                 )
             )
+    ctx.notifier.wake()
     return {}
 
 

@@ -154,6 +154,7 @@ def _stop_one(ctx: Context, req: Json, *, terminate: bool) -> Json:
         _stop(tx, job, req["reason"], terminate=terminate, now_ms=ctx.clock.now_ms())
     if terminate and job.status in (JobStatus.STARTING, JobStatus.RUNNING):
         ctx.notifier.terminate(job.job_id, req["reason"])
+    ctx.notifier.wake()  # a queue's head may have changed
     return {}
 
 
@@ -180,6 +181,7 @@ def _stop_many(ctx: Context, req: Json, *, terminate: bool) -> Json:
         for job in found.values():
             if job.status in (JobStatus.STARTING, JobStatus.RUNNING):
                 ctx.notifier.terminate(job.job_id, req["reason"])
+    ctx.notifier.wake()
     # Unknown ids count as successful, as AWS reports them.
     return {"successful": list(dict.fromkeys(ids)), "errors": []}
 

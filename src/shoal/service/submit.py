@@ -224,5 +224,5 @@ def submit(ctx: Context, req: Json, *, payload_size: int, token: str | None) -> 
             tags=tags,
         )
         tx.insert_job(job, token)
-    ctx.notifier.wake()
+    ctx.notifier.submitted()
     return _response(ctx, job.job_id, job.job_name)
