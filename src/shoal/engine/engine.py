@@ -185,9 +185,18 @@ class Engine:
         """One pass in one transaction; True if there is more to do at once."""
         now = self.ctx.clock.now_ms()
         placed: list[tuple[Job, Attempt]] = []
+        evaluate = self._new_jobs or self._evaluated_epoch != self._epoch
+        cached = self._topology
+        if (
+            not evaluate
+            and cached is not None
+            and cached[0] == self._epoch
+            and all(self._blocked.get(q.name) == self._epoch for q in cached[2])
+        ):
+            return False  # nothing new, and every queue is still blocked
         with self.ctx.store.transaction() as tx:
             more = False
-            if self._new_jobs or self._evaluated_epoch != self._epoch:
+            if evaluate:
                 self._new_jobs = False
                 self._evaluated_epoch = self._epoch
                 more = self._evaluate_submitted(tx, now)
@@ -295,7 +304,7 @@ class Engine:
         # RUNNABLE, so a re-read skips them; only jobs that can never fit are
         # read again (and passed over). A blocked queue costs one short read.
         never_fit: set[str] = set()
-        step = 4
+        step = 1  # usually one slot is free: read one job, then 4, 16, ...
         self._blocked.pop(queue, None)
         while True:
             limit = len(never_fit) + step

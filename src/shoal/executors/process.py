@@ -141,6 +141,7 @@ class ProcessExecutor:
         except OSError as e:
             raise LaunchError(f"CannotStartContainerError: {e}") from None
         self._children.add(pid)
+        self._pumped[spec.task_id] = 0
         # As the awslogs driver does, the stream exists once the job starts.
         self.logs.create_stream(spec.log_group, spec.log_stream)
         return {
@@ -188,9 +189,10 @@ class ProcessExecutor:
         fd = self._watch(pid, task, ended)
         try:
             while not ended.done():
-                with contextlib.suppress(TimeoutError):
+                try:
                     await asyncio.wait_for(asyncio.shield(ended), self.log_poll_seconds)
-                await self._drain(handle, final=False)
+                except TimeoutError:
+                    await self._drain(handle, final=False)  # still running: move its output
         finally:
             if fd is not None:
                 loop.remove_reader(fd)
@@ -239,7 +241,9 @@ class ProcessExecutor:
             elif task in self._killed:
                 code = 128 + signal.SIGKILL
         cgroup = Path(handle["cgroup"]) if handle.get("cgroup") else None
-        if self.cgroups is not None and self.cgroups.oom_killed(cgroup):
+        # The OOM killer sends SIGKILL: only a 137 (or an unknown status) needs a look.
+        might_be_oom = code in (None, 128 + signal.SIGKILL)
+        if might_be_oom and self.cgroups is not None and self.cgroups.oom_killed(cgroup):
             return Exit(exit_code=code if code is not None else 137, reason=OOM_REASON)
         if code is None:
             # The supervisor died without a word (killed while shoal was down):
@@ -266,6 +270,8 @@ class ProcessExecutor:
             if offset is None:  # first look, perhaps after a restart
                 offset = int(mark.read_text()) if mark.exists() else 0
                 self._pumped[task] = offset
+            if os.stat(base + ".out").st_size <= offset:
+                return False  # nothing new (most short jobs print nothing at all)
             with open(base + ".out", "rb") as f:
                 f.seek(offset)
                 data = f.read(_READ_CHUNK)
