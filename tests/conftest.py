@@ -10,7 +10,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,9 +18,36 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 REGION = "us-east-1"
 CREDENTIALS = {"aws_access_key_id": "AKIDSHOALTEST", "aws_secret_access_key": "secret"}
+
+
+ARN_PREFIX = "arn:aws:batch:us-east-1:123456789012"
+
+
+def client_error(call: Callable[..., Any], **kwargs: Any) -> str:
+    """Call, expect a ClientException (HTTP 400), return its message."""
+    with pytest.raises(ClientError) as info:
+        call(**kwargs)
+    response = info.value.response
+    assert response["Error"]["Code"] == "ClientException", response
+    assert response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    message: str = response["Error"]["Message"]
+    return message
+
+
+def poll(fetch: Callable[[], Any], done: Callable[[Any], bool], timeout: float = 15.0) -> Any:
+    """Call `fetch` until `done(result)` or the deadline; return the last result."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fetch()
+        if done(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not reached within {timeout}s; last: {value!r}")
+        time.sleep(0.05)
 
 
 def free_port() -> int:

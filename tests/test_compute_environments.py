@@ -8,25 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
-from conftest import make_ce, make_queue, start_server
+from conftest import client_error, make_ce, make_queue, poll, start_server
 
 ARN_PREFIX = "arn:aws:batch:us-east-1:123456789012"
 
 
 def ce_arn(name: str) -> str:
     return f"{ARN_PREFIX}:compute-environment/{name}"
-
-
-def client_error(call: Callable[..., Any], **kwargs: Any) -> str:
-    """Call, expect a ClientException (HTTP 400), return its message."""
-    with pytest.raises(ClientError) as info:
-        call(**kwargs)
-    response = info.value.response
-    assert response["Error"]["Code"] == "ClientException", response
-    assert response["ResponseMetadata"]["HTTPStatusCode"] == 400
-    message: str = response["Error"]["Message"]
-    return message
 
 
 def describe_one(batch: Any, ref: str) -> dict[str, Any] | None:
@@ -38,18 +26,6 @@ def describe_one(batch: Any, ref: str) -> dict[str, Any] | None:
 def all_names(batch: Any) -> list[str]:
     pages = batch.get_paginator("describe_compute_environments").paginate()
     return [ce["computeEnvironmentName"] for page in pages for ce in page["computeEnvironments"]]
-
-
-def poll(fetch: Callable[[], Any], done: Callable[[Any], bool], timeout: float = 15.0) -> Any:
-    """Call `fetch` until `done(result)` or the deadline; return the last result."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fetch()
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not reached within {timeout}s; last: {value!r}")
-        time.sleep(0.05)
 
 
 # -- create -------------------------------------------------------------------

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
-from conftest import Server, make_ce, make_definition, make_queue, start_server
+from conftest import Server, client_error, make_ce, make_definition, make_queue, start_server
 
 ARN_PREFIX = "arn:aws:batch:us-east-1:123456789012"
 
@@ -28,17 +27,6 @@ UNPLACEABLE = [{"type": "VCPU", "value": "64"}, {"type": "MEMORY", "value": "128
 
 def def_arn(name: str, revision: int) -> str:
     return f"{ARN_PREFIX}:job-definition/{name}:{revision}"
-
-
-def client_error(call: Callable[..., Any], **kwargs: Any) -> str:
-    """Call, expect a ClientException (HTTP 400), return its message."""
-    with pytest.raises(ClientError) as info:
-        call(**kwargs)
-    response = info.value.response
-    assert response["Error"]["Code"] == "ClientException", response
-    assert response["ResponseMetadata"]["HTTPStatusCode"] == 400
-    message: str = response["Error"]["Message"]
-    return message
 
 
 def register(batch: Any, name: str, **kw: Any) -> dict[str, Any]:

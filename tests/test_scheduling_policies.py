@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
-from conftest import Server, make_ce, make_queue
+from conftest import Server, client_error, make_ce, make_queue
 
 ARN_PREFIX = "arn:aws:batch:us-east-1:123456789012"
 
@@ -23,17 +21,6 @@ POLICY: dict[str, Any] = {
 
 def policy_arn(name: str) -> str:
     return f"{ARN_PREFIX}:scheduling-policy/{name}"
-
-
-def client_error(call: Callable[..., Any], **kwargs: Any) -> str:
-    """Call, expect a ClientException (HTTP 400), return its message."""
-    with pytest.raises(ClientError) as info:
-        call(**kwargs)
-    response = info.value.response
-    assert response["Error"]["Code"] == "ClientException", response
-    assert response["ResponseMetadata"]["HTTPStatusCode"] == 400
-    message: str = response["Error"]["Message"]
-    return message
 
 
 def describe(batch: Any, *arns: str) -> list[dict[str, Any]]:

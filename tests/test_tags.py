@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import http.client
 import json
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
 import pytest
-from botocore.exceptions import ClientError
-from conftest import Server, aws_cli, make_ce, make_definition, make_queue
+from conftest import Server, aws_cli, client_error, make_ce, make_definition, make_queue
 
 ARN_PREFIX = "arn:aws:batch:us-east-1:123456789012"
 # More vCPUs than a 16-vCPU compute environment has: jobs of such a definition
@@ -18,17 +16,6 @@ ARN_PREFIX = "arn:aws:batch:us-east-1:123456789012"
 # (placement, completion) races with what a test looks at.
 UNPLACEABLE = [{"type": "VCPU", "value": "64"}, {"type": "MEMORY", "value": "128"}]
 KINDS = ["compute-environment", "job-queue", "job-definition", "scheduling-policy", "job"]
-
-
-def client_error(call: Callable[..., Any], **kwargs: Any) -> str:
-    """Call, expect a ClientException (HTTP 400), return its message."""
-    with pytest.raises(ClientError) as info:
-        call(**kwargs)
-    response = info.value.response
-    assert response["Error"]["Code"] == "ClientException", response
-    assert response["ResponseMetadata"]["HTTPStatusCode"] == 400
-    message: str = response["Error"]["Message"]
-    return message
 
 
 def make_resource(batch: Any, kind: str, name: str, tags: dict[str, str] | None = None) -> str:
