@@ -194,17 +194,29 @@ class Engine:
             and all(self._blocked.get(q.name) == self._epoch for q in cached[2])
         ):
             return False  # nothing new, and every queue is still blocked
-        with self.ctx.store.transaction() as tx:
-            more = False
-            if evaluate:
-                self._new_jobs = False
-                self._evaluated_epoch = self._epoch
-                more = self._evaluate_submitted(tx, now)
-                self._new_jobs = more
-            self._place(tx, placed, now)
+        try:
+            with self.ctx.store.transaction() as tx:
+                more = False
+                if evaluate:
+                    self._new_jobs = False
+                    self._evaluated_epoch = self._epoch
+                    more = self._evaluate_submitted(tx, now)
+                    self._new_jobs = more
+                self._place(tx, placed, now)
+        except BaseException:
+            self._unclaim(placed)
+            raise
         if placed:
             self._spawn(self._start(placed))
         return more
+
+    def _unclaim(self, placed: list[tuple[Job, Attempt]]) -> None:
+        """Undo the in-memory side of claims whose transaction did not commit."""
+        for _, attempt in placed:
+            self._reserve(attempt, attempt.executor, sign=-1)
+            self._attempts.pop(attempt.job_id, None)
+        self._blocked.clear()
+        self._new_jobs = True
 
     def _executor_for(self, ce: ComputeEnvironment) -> Executor:
         name = ce.tags.get("shoal:executor", self.default_executor)
