@@ -170,3 +170,5 @@ class Job:
     tags: dict[str, str] = field(default_factory=dict)
     is_cancelled: bool = False
     is_terminated: bool = False
+    # TerminateJob's reason for a STARTING/RUNNING job, until the engine stops it.
+    terminate_requested: str | None = None

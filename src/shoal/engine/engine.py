@@ -77,6 +77,9 @@ class Attempt:
     executor: Executor
     need: Resources
     handle: dict[str, Any] | None = None
+    # The job as last committed by this engine (STARTING, then RUNNING): while
+    # the attempt runs only the engine changes the columns it writes back.
+    job: Job | None = None
     stop_reason: str | None = None  # set by timeout or TerminateJob
     terminated: bool = False  # by TerminateJob
     retryable: bool = True
@@ -409,7 +412,12 @@ class Engine:
         if not tx.update_job(starting, JobStatus.RUNNABLE):
             return None
         attempt = Attempt(
-            job_id=job.job_id, task_id=task_id, ce=ce.name, executor=executor, need=need
+            job_id=job.job_id,
+            task_id=task_id,
+            ce=ce.name,
+            executor=executor,
+            need=need,
+            job=starting,
         )
         self._reserve(attempt, executor)
         self._attempts[job.job_id] = attempt
@@ -485,9 +493,8 @@ class Engine:
             return
         started_at = self.ctx.clock.now_ms()
         with self.ctx.store.transaction() as tx:
-            current = tx.get_jobs([job.job_id for job, _, _ in launched])
             for job, attempt, spec in launched:
-                latest = current[job.job_id]
+                latest = attempt.job or job
                 runtime = {
                     **latest.runtime,
                     "handle": attempt.handle,
@@ -500,7 +507,10 @@ class Engine:
                 running = dataclasses.replace(
                     latest, status=JobStatus.RUNNING, started_at=started_at, runtime=runtime
                 )
-                tx.update_job(running, JobStatus.STARTING)
+                if tx.set_job_state(running, JobStatus.STARTING):
+                    attempt.job = running
+                else:
+                    attempt.job = None  # moved underneath (e.g. its queue was deleted)
         for job, attempt, _ in launched:
             attempt.task = asyncio.create_task(
                 self._watch(attempt, job.spec, started_at, elapsed_ms=0)
@@ -540,12 +550,16 @@ class Engine:
         now = self.ctx.clock.now_ms()
         try:
             with self.ctx.store.transaction() as tx:
-                jobs = tx.get_jobs([a.job_id for a, _, _ in exits])
+                unknown = [a.job_id for a, _, _ in exits if a.job is None]
+                stored = tx.get_jobs(unknown) if unknown else {}
                 for attempt, exit_, started_at in exits:
-                    job = jobs[attempt.job_id]
-                    tx.update_job(
-                        self._after_exit(job, attempt, exit_, started_at, now), job.status
-                    )
+                    job = attempt.job or stored[attempt.job_id]
+                    after = self._after_exit(job, attempt, exit_, started_at, now)
+                    if not tx.set_job_state(after, job.status):
+                        # Our copy was stale: apply the exit to what is stored.
+                        fresh = tx.get_jobs([attempt.job_id])[attempt.job_id]
+                        after = self._after_exit(fresh, attempt, exit_, started_at, now)
+                        tx.set_job_state(after, fresh.status)
         except Exception:
             log.exception("recording %d exits failed; retrying", len(exits))
             self._exits = exits + self._exits
@@ -627,8 +641,8 @@ class Engine:
                 need=need,
                 handle=job.runtime.get("handle"),
             )
-            if job.runtime.get("terminateRequested"):
-                attempt.stop_reason = job.runtime["terminateRequested"]
+            if job.terminate_requested:
+                attempt.stop_reason = job.terminate_requested
                 attempt.terminated = True
                 attempt.retryable = False
             if job.status is JobStatus.STARTING:

@@ -143,8 +143,7 @@ def _stop(tx: Transaction, job: Job, reason: str, *, terminate: bool, now_ms: in
         if not tx.update_job(stopped, job.status):
             raise InvalidRequest(f"Job {job.job_id} changed state; try again.")
     elif terminate and not job.status.terminal:
-        runtime = {**job.runtime, "terminateRequested": reason}
-        tx.update_job(dataclasses.replace(job, runtime=runtime), job.status)
+        tx.update_job(dataclasses.replace(job, terminate_requested=reason), job.status)
 
 
 def _stop_one(ctx: Context, req: Json, *, terminate: bool) -> Json:

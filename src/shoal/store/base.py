@@ -104,6 +104,13 @@ class Transaction(Protocol):
         is still `expected`. Returns False (and changes nothing) otherwise."""
         ...
 
+    def set_job_state(self, job: Job, expected: JobStatus) -> bool:
+        """Compare-and-set of what the engine owns while a job runs: status,
+        statusReason, timestamps, isTerminated and runtime — never tags,
+        cancellation or a pending terminate request, which others may write
+        meanwhile. Returns False (and changes nothing) if the status moved."""
+        ...
+
     def list_jobs(self, query: JobQuery) -> list[tuple[int, Job]]:
         """(seq, job) pairs matching the query, newest first, at most query.limit."""
         ...

@@ -65,6 +65,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     spec TEXT NOT NULL,
     runtime TEXT NOT NULL,
     tags TEXT NOT NULL,
+    terminate_requested TEXT,
     -- The SDK invocation id of the SubmitJob that created the job: a retry
     -- carrying it finds this job instead of creating another.
     token TEXT
@@ -80,7 +81,7 @@ CREATE INDEX IF NOT EXISTS jobs_parent_status ON jobs (array_parent, status, seq
 _JOB_COLUMNS = (
     "seq, job_id, job_name, queue, def_name, def_rev, status, status_reason, created_at, "
     "started_at, stopped_at, share_identifier, array_parent, array_size, is_cancelled, "
-    "is_terminated, spec, runtime, tags"
+    "is_terminated, spec, runtime, tags, terminate_requested"
 )
 
 
@@ -104,6 +105,7 @@ def _job_from_row(row: Sequence[Any]) -> Job:
         spec=codec.loads(row[16]),
         runtime=codec.loads(row[17]),
         tags=codec.loads(row[18]),
+        terminate_requested=row[19],
     )
 
 
@@ -285,7 +287,7 @@ class SqliteTransaction:
     def update_job(self, job: Job, expected: JobStatus) -> bool:
         cur = self._c.execute(
             "UPDATE jobs SET status = ?, status_reason = ?, started_at = ?, stopped_at = ?, "
-            "is_cancelled = ?, is_terminated = ?, runtime = ?, tags = ? "
+            "is_cancelled = ?, is_terminated = ?, runtime = ?, tags = ?, terminate_requested = ? "
             "WHERE job_id = ? AND status = ?",
             (
                 job.status.value,
@@ -296,6 +298,24 @@ class SqliteTransaction:
                 int(job.is_terminated),
                 codec.dumps(job.runtime),
                 codec.dumps(job.tags),
+                job.terminate_requested,
+                job.job_id,
+                expected.value,
+            ),
+        )
+        return cur.rowcount == 1
+
+    def set_job_state(self, job: Job, expected: JobStatus) -> bool:
+        cur = self._c.execute(
+            "UPDATE jobs SET status = ?, status_reason = ?, started_at = ?, stopped_at = ?, "
+            "is_terminated = ?, runtime = ? WHERE job_id = ? AND status = ?",
+            (
+                job.status.value,
+                job.status_reason,
+                job.started_at,
+                job.stopped_at,
+                int(job.is_terminated),
+                codec.dumps(job.runtime),
                 job.job_id,
                 expected.value,
             ),
