@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 
@@ -46,7 +47,11 @@ def build(settings: Settings) -> Runtime:
         process = ProcessExecutor(
             settings.data_dir / "attempts",
             logs,
-            cgroups=MemoryCgroups(),
+            # One cgroup parent per data directory: servers sharing a host
+            # never touch (or sweep) each other's attempts.
+            cgroups=MemoryCgroups(
+                f"shoal-{hashlib.sha1(str(settings.data_dir.resolve()).encode()).hexdigest()[:12]}"
+            ),
             log_poll_seconds=settings.log_poll_seconds,
         )
         engine = Engine(

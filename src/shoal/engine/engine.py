@@ -48,6 +48,7 @@ from shoal.domain.records import (
 from shoal.domain.retry import AttemptOutcome, Decision, decide
 from shoal.engine.capacity import Limits, Usage, ce_limits, describe_free, describe_need
 from shoal.executors.base import (
+    ESSENTIAL_EXITED,
     FAILED_TO_START,
     Executor,
     Exit,
@@ -118,6 +119,7 @@ class Engine:
         self._epoch = 0
         self._new_jobs = True
         self._evaluated_epoch = -1
+        self._pending_epoch = -1
         self._blocked: dict[str, int] = {}
         self._topology: tuple[int, float, list[JobQueue], dict[str, ComputeEnvironment]] | None = (
             None
@@ -126,6 +128,11 @@ class Engine:
     # -- lifecycle ------------------------------------------------------------
     async def start(self) -> None:
         await self._reconcile()
+        keep = {a.task_id for a in self._attempts.values()}
+        for executor in self.executors.values():
+            sweep = getattr(executor, "sweep", None)
+            if sweep is not None:
+                sweep(keep)
         self._loop_task = asyncio.create_task(self._run(), name="shoal-engine")
         self.wake()
 
@@ -175,6 +182,9 @@ class Engine:
     async def _run(self) -> None:
         while True:
             await self._wake.wait()
+            # Event.wait() returns without yielding when the event is already
+            # set: yield here, or a busy engine would starve the API.
+            await asyncio.sleep(0)
             self._wake.clear()
             try:
                 if self._cycle():
@@ -227,16 +237,35 @@ class Engine:
 
     # -- SUBMITTED -> PENDING | RUNNABLE | FAILED -------------------------------
     def _evaluate_submitted(self, tx: Transaction, now: int) -> bool:
-        waiting = tx.jobs_in_status((JobStatus.SUBMITTED, JobStatus.PENDING), _BATCH)
+        """New jobs (a batch of them), and every PENDING job when something may
+        have finished; True if there is more to evaluate at once."""
+        submitted = [j for _, j in tx.jobs_in_status((JobStatus.SUBMITTED,), _BATCH)]
+        more = len(submitted) == _BATCH
+        changed = self._evaluate(tx, submitted, now)
+        if self._pending_epoch != self._epoch:
+            self._pending_epoch = self._epoch
+            cursor = 0
+            while page := tx.jobs_in_status((JobStatus.PENDING,), _BATCH, cursor):
+                cursor = page[-1][0]
+                changed |= self._evaluate(tx, [j for _, j in page], now)
+        if changed:
+            # A job failed for its dependencies: its own dependents are next.
+            self._epoch += 1
+            more = True
+        return more
+
+    def _evaluate(self, tx: Transaction, jobs: list[Job], now: int) -> bool:
+        """Dependencies decide PENDING, RUNNABLE or FAILED; True if one FAILED."""
         deps = tx.get_jobs(
             [
                 d["jobId"].split(":")[0]
-                for j in waiting
+                for j in jobs
                 for d in j.spec.get("dependsOn", [])
                 if d.get("jobId")
             ]
         )
-        for job in waiting:
+        failed = False
+        for job in jobs:
             status, reason = self._dependency_status(job, deps)
             if status is job.status:
                 continue
@@ -246,8 +275,9 @@ class Engine:
                 runtime["runnableAt"] = now
             if status is JobStatus.FAILED:
                 changes["stopped_at"] = now
+                failed = True
             tx.update_job(dataclasses.replace(job, **changes, runtime=runtime), job.status)
-        return len(waiting) == _BATCH
+        return failed
 
     @staticmethod
     def _dependency_status(job: Job, deps: dict[str, Job]) -> tuple[JobStatus, str | None]:
@@ -407,7 +437,11 @@ class Engine:
         }
         runtime.pop("handle", None)
         starting = dataclasses.replace(
-            job, status=JobStatus.STARTING, status_reason=None, runtime=runtime
+            job,
+            status=JobStatus.STARTING,
+            status_reason=None,
+            runtime=runtime,
+            terminate_requested=None,
         )
         if not tx.update_job(starting, JobStatus.RUNNABLE):
             return None
@@ -492,39 +526,71 @@ class Engine:
         if not launched:
             return
         started_at = self.ctx.clock.now_ms()
-        with self.ctx.store.transaction() as tx:
-            for job, attempt, spec in launched:
-                latest = attempt.job or job
-                runtime = {
-                    **latest.runtime,
-                    "handle": attempt.handle,
-                    "logGroup": spec.log_group,
-                    "container": {
-                        "taskArn": self._task_arn(attempt.ce, attempt.task_id),
-                        "logStreamName": spec.log_stream,
-                    },
-                }
-                running = dataclasses.replace(
-                    latest, status=JobStatus.RUNNING, started_at=started_at, runtime=runtime
-                )
-                if tx.set_job_state(running, JobStatus.STARTING):
-                    attempt.job = running
-                else:
-                    attempt.job = None  # moved underneath (e.g. its queue was deleted)
+        recorded: list[tuple[Attempt, Job | None]] = []
+        try:
+            with self.ctx.store.transaction() as tx:
+                for job, attempt, spec in launched:
+                    recorded.append(
+                        (attempt, self._mark_started(tx, job, attempt, spec, started_at))
+                    )
+        except Exception:
+            # The processes run regardless: watch them; their exits will be
+            # recorded against the STARTING state that is committed.
+            log.exception("recording %d launches as RUNNING failed", len(launched))
+            recorded = []
+        for attempt, running in recorded:
+            attempt.job = running
         for job, attempt, _ in launched:
             attempt.task = asyncio.create_task(
                 self._watch(attempt, job.spec, started_at, elapsed_ms=0)
             )
 
+    def _mark_started(
+        self, tx: Transaction, job: Job, attempt: Attempt, spec: LaunchSpec, started_at: int
+    ) -> Job | None:
+        """STARTING -> RUNNING with the attempt's handle; the job as written, or
+        None if its status moved underneath (e.g. its queue was deleted)."""
+        latest = attempt.job or job
+        runtime = {
+            **latest.runtime,
+            "handle": attempt.handle,
+            "logGroup": spec.log_group,
+            "container": {
+                "taskArn": self._task_arn(attempt.ce, attempt.task_id),
+                "logStreamName": spec.log_stream,
+            },
+        }
+        running = dataclasses.replace(
+            latest, status=JobStatus.RUNNING, started_at=started_at, runtime=runtime
+        )
+        return running if tx.set_job_state(running, JobStatus.STARTING) else None
+
     async def _watch(self, attempt: Attempt, spec: Json, started_at: int, elapsed_ms: int) -> None:
         assert attempt.handle is not None
         timeout = (spec.get("timeout") or {}).get("attemptDurationSeconds")
         if timeout:
-            delay = max(0.0, timeout - elapsed_ms / 1000)
-            attempt.timer = asyncio.get_running_loop().call_later(delay, self._on_timeout, attempt)
+            delay = timeout - elapsed_ms / 1000
+            if delay <= 0:
+                self._on_timeout(attempt)  # expired while no server was watching
+            else:
+                loop = asyncio.get_running_loop()
+                attempt.timer = loop.call_later(delay, self._on_timeout, attempt)
         if attempt.stop_reason is not None:
             self._spawn(self._stop(attempt))
-        exit_ = await attempt.executor.wait(attempt.handle)
+        try:
+            exit_ = await attempt.executor.wait(attempt.handle)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            # Never leave the job RUNNING with nobody watching it.
+            log.exception("waiting for job %s failed", attempt.job_id)
+            with contextlib.suppress(Exception):
+                await attempt.executor.stop(attempt.handle, 0)
+            exit_ = Exit(
+                exit_code=None,
+                reason=f"CannotInspectContainerError: {e}"[:255],
+                status_reason=ESSENTIAL_EXITED,
+            )
         if attempt.timer is not None:
             attempt.timer.cancel()
         self._record_exit(attempt, exit_, started_at=started_at)
@@ -561,7 +627,14 @@ class Engine:
                         after = self._after_exit(fresh, attempt, exit_, started_at, now)
                         tx.set_job_state(after, fresh.status)
         except Exception:
-            log.exception("recording %d exits failed; retrying", len(exits))
+            if len(exits) > 1:
+                # Record them one by one, so one bad exit cannot hold up the rest.
+                log.exception("recording %d exits together failed; one at a time", len(exits))
+                for one in exits:
+                    self._exits = [one]
+                    self._flush_exits()
+                return
+            log.exception("recording the exit of job %s failed; retrying", exits[0][0].job_id)
             self._exits = exits + self._exits
             asyncio.get_running_loop().call_later(0.5, self._flush_exits)
             return
@@ -625,7 +698,7 @@ class Engine:
     async def _reconcile(self) -> None:
         """Reattach to attempts that outlived the previous server process."""
         with self.ctx.store.read() as tx:
-            live = tx.jobs_in_status((JobStatus.STARTING, JobStatus.RUNNING), 1_000_000)
+            live = [j for _, j in tx.jobs_in_status((JobStatus.STARTING, JobStatus.RUNNING), 10**9)]
         now = self.ctx.clock.now_ms()
         for job in live:
             executor = self.executors.get(job.runtime.get("executor", self.default_executor))
@@ -668,11 +741,20 @@ class Engine:
         runtime["attemptNumber"] = int(runtime.get("attemptNumber", 1)) - 1
         for key in ("taskId", "ce", "executor", "handle"):
             runtime.pop(key, None)
-        with self.ctx.store.transaction() as tx:
-            tx.update_job(
-                dataclasses.replace(job, status=JobStatus.RUNNABLE, runtime=runtime),
-                JobStatus.STARTING,
+        if job.terminate_requested:
+            # TerminateJob was accepted while it was STARTING: it never runs.
+            after = dataclasses.replace(
+                job,
+                status=JobStatus.FAILED,
+                status_reason=job.terminate_requested,
+                stopped_at=self.ctx.clock.now_ms(),
+                is_terminated=True,
+                runtime=runtime,
             )
+        else:
+            after = dataclasses.replace(job, status=JobStatus.RUNNABLE, runtime=runtime)
+        with self.ctx.store.transaction() as tx:
+            tx.update_job(after, JobStatus.STARTING)
 
     def _mark_running(self, job: Job, attempt: Attempt, now: int) -> None:
         handle = attempt.handle or {}

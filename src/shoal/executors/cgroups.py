@@ -83,6 +83,12 @@ class MemoryCgroups:
             pass
         return False
 
+    def close(self) -> None:
+        """Remove the parent cgroup if no attempt is left in it."""
+        if self.root is not None:
+            with contextlib.suppress(OSError):
+                os.rmdir(self.root)
+
     def remove(self, path: Path | None) -> None:
         if path is None:
             return

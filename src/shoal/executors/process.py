@@ -63,6 +63,13 @@ def _alive(pid: int, task_id: str) -> bool:
     return task_id.encode() in cmdline and state != "Z"
 
 
+def _read_offset(mark: Path) -> int:
+    try:
+        return int(mark.read_text())
+    except (OSError, ValueError):
+        return 0
+
+
 def _split(line: bytes) -> list[bytes]:
     return [line[i : i + _MAX_EVENT] for i in range(0, max(len(line), 1), _MAX_EVENT)]
 
@@ -110,6 +117,14 @@ class ProcessExecutor:
             )
         base = self._base(spec.task_id)
         try:
+            # As the awslogs driver does, the stream exists once the job starts;
+            # made first, so that nothing can fail after the spawn.
+            self.logs.create_stream(spec.log_group, spec.log_stream)
+        except OSError as e:
+            raise LaunchError(
+                f"CannotStartContainerError: cannot create the log stream: {e}"
+            ) from None
+        try:
             os.mkdir(base + ".work")
         except FileExistsError:
             raise LaunchError(
@@ -142,8 +157,6 @@ class ProcessExecutor:
             raise LaunchError(f"CannotStartContainerError: {e}") from None
         self._children.add(pid)
         self._pumped[spec.task_id] = 0
-        # As the awslogs driver does, the stream exists once the job starts.
-        self.logs.create_stream(spec.log_group, spec.log_stream)
         return {
             "task": spec.task_id,
             "pid": pid,
@@ -163,10 +176,13 @@ class ProcessExecutor:
         else:
             # We won the claim: the supervisor, if it ever runs, exits at once.
             os.close(fd)
-            self.release({"task": spec.task_id, "cgroup": None})
+            cgroup = (
+                self.cgroups.root / spec.task_id if self.cgroups and self.cgroups.root else None
+            )
+            self.release({"task": spec.task_id, "cgroup": str(cgroup) if cgroup else None})
             return None
         text = ""
-        deadline = time.monotonic() + 2.0
+        deadline = time.monotonic() + 30.0
         while time.monotonic() < deadline:
             text = Path(base + ".started").read_text().strip()
             if text:
@@ -226,6 +242,12 @@ class ProcessExecutor:
 
     def _exit(self, handle: Handle, pid: int, task: str) -> Exit:
         returncode: int | None = None
+        if pid > 0:
+            # What the job left running in the background ends with it, as the
+            # processes of a container do. Our own supervisor is not reaped yet,
+            # so its pid (the group's id) cannot have been reused.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
         if pid in self._children:
             self._children.discard(pid)
             with contextlib.suppress(ChildProcessError):
@@ -268,7 +290,7 @@ class ProcessExecutor:
         try:
             offset = self._pumped.get(task)
             if offset is None:  # first look, perhaps after a restart
-                offset = int(mark.read_text()) if mark.exists() else 0
+                offset = _read_offset(mark)
                 self._pumped[task] = offset
             if os.stat(base + ".out").st_size <= offset:
                 return False  # nothing new (most short jobs print nothing at all)
@@ -289,7 +311,7 @@ class ProcessExecutor:
         now = _now_ms()
         body = chunk.removesuffix(b"\n")
         lines = body.split(b"\n")
-        if body and max(map(len, lines)) <= _MAX_EVENT and b"\n\n" not in body[:1] + body:
+        if body and max(map(len, lines)) <= _MAX_EVENT and b"" not in lines:
             # The common case (no empty or over-long lines), without an object per line.
             text = body.decode("utf-8", "replace")
             self.logs.append_lines(handle["group"], handle["stream"], now, text)
@@ -302,7 +324,10 @@ class ProcessExecutor:
             ]
             self.logs.append(handle["group"], handle["stream"], events)
         self._pumped[task] = offset + len(chunk)
-        mark.write_text(str(offset + len(chunk)))
+        # Replace, never truncate-then-write: a crash leaves the old or the new value.
+        tmp = Path(base + ".pumped.tmp")
+        tmp.write_text(str(offset + len(chunk)))
+        os.replace(tmp, mark)
         return True
 
     # -- stopping and cleaning up ---------------------------------------------
@@ -342,6 +367,18 @@ class ProcessExecutor:
         if self.cgroups is not None and cgroup:
             self.cgroups.remove(Path(cgroup))
 
+    def sweep(self, keep: set[str]) -> None:
+        """Remove files and cgroups of attempts no longer tracked (left by a
+        crash between recording an exit and cleaning up after it)."""
+        tasks = {entry.split(".", 1)[0] for entry in os.listdir(self.root)}
+        if self.cgroups is not None and self.cgroups.root is not None:
+            tasks |= {p.name for p in self.cgroups.root.iterdir() if p.is_dir()}
+        for task in tasks - keep:
+            cgroup = self.cgroups.root / task if self.cgroups and self.cgroups.root else None
+            self.release({"task": task, "cgroup": str(cgroup) if cgroup else None})
+
     def close(self) -> None:
         self._launcher.shutdown(wait=True)
         self._cleaner.shutdown(wait=True)
+        if self.cgroups is not None:
+            self.cgroups.close()

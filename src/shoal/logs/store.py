@@ -176,7 +176,9 @@ class LogStore:
         last = self._last_event(path)
         return StreamInfo(
             name=name,
-            creation_time=int(stat.st_ctime * 1000),
+            # Files have no creation time that survives appends here: the
+            # first event stands in for it (a stream is made as its job starts).
+            creation_time=first[0].timestamp if first else int(stat.st_mtime * 1000),
             first_event=first[0].timestamp if first else None,
             last_event=last.timestamp if last else None,
             stored_bytes=stat.st_size,

@@ -73,7 +73,29 @@ def resolve_active(tx: Transaction, ref: str) -> JobDefinition:
     return definition
 
 
+_LOG_GROUP = re.compile(r"^[.\-_/#A-Za-z0-9]{1,200}$")
+_STREAM_PREFIX = re.compile(r"^[^:*]{1,128}$")
+
+
+def check_log_configuration(config: Json | None, where: str) -> None:
+    """awslogs options name files in shoal's log store: check them up front."""
+    options = (config or {}).get("options") or {}
+    group = options.get("awslogs-group")
+    if group is not None and not _LOG_GROUP.match(group):
+        raise InvalidRequest(
+            f"{where}.logConfiguration awslogs-group {group!r} must be 1 to 200 of letters, "
+            "numbers and . - _ / #."
+        )
+    prefix = options.get("awslogs-stream-prefix")
+    if prefix is not None and not _STREAM_PREFIX.match(prefix):
+        raise InvalidRequest(
+            f"{where}.logConfiguration awslogs-stream-prefix {prefix!r} must be 1 to 128 "
+            "characters without ':' or '*'."
+        )
+
+
 def check_container(props: Json, where: str) -> None:
+    check_log_configuration(props.get("logConfiguration"), where)
     check_environment(props.get("environment"), where)
     requirements = props.get("resourceRequirements") or []
     check_resource_requirements(requirements, where)

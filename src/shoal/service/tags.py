@@ -85,6 +85,7 @@ def tag(ctx: Context, req: Json) -> Json:
 
     with ctx.store.transaction() as tx:
         _edit(tx, ctx, req["resourceArn"], merge)
+    ctx.notifier.wake()  # a compute environment's executor is chosen by tag
     return {}
 
 
@@ -97,4 +98,5 @@ def untag(ctx: Context, req: Json) -> Json:
             req["resourceArn"],
             lambda tags: {k: v for k, v in tags.items() if k not in keys},
         )
+    ctx.notifier.wake()
     return {}

@@ -119,8 +119,10 @@ class Transaction(Protocol):
         """Jobs of `queue` in `statuses`, oldest first (FIFO order)."""
         ...
 
-    def jobs_in_status(self, statuses: Sequence[JobStatus], limit: int) -> list[Job]:
-        """Jobs of any queue in `statuses`, oldest first."""
+    def jobs_in_status(
+        self, statuses: Sequence[JobStatus], limit: int, after_seq: int = 0
+    ) -> list[tuple[int, Job]]:
+        """(seq, job) of any queue in `statuses` with seq above `after_seq`, oldest first."""
         ...
 
     def job_for_token(self, token: str) -> str | None:

@@ -373,13 +373,16 @@ class SqliteTransaction:
         ).fetchall()
         return [_job_from_row(r) for r in rows]
 
-    def jobs_in_status(self, statuses: Sequence[JobStatus], limit: int) -> list[Job]:
+    def jobs_in_status(
+        self, statuses: Sequence[JobStatus], limit: int, after_seq: int = 0
+    ) -> list[tuple[int, Job]]:
         marks = ",".join("?" * len(statuses))
         rows = self._c.execute(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status IN ({marks}) ORDER BY seq LIMIT ?",
-            (*(s.value for s in statuses), limit),
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status IN ({marks}) AND seq > ? "
+            "ORDER BY seq LIMIT ?",
+            (*(s.value for s in statuses), after_seq, limit),
         ).fetchall()
-        return [_job_from_row(r) for r in rows]
+        return [(r[0], _job_from_row(r)) for r in rows]
 
     def job_for_token(self, token: str) -> str | None:
         row = self._c.execute("SELECT job_id FROM jobs WHERE token = ?", (token,)).fetchone()
@@ -454,10 +457,11 @@ class SqliteStore:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield SqliteTransaction(self._conn)
+                self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
                 raise
-            self._conn.execute("COMMIT")
 
     @contextmanager
     def read(self) -> Iterator[SqliteTransaction]:
