@@ -414,6 +414,8 @@ class SqliteStore:
             # whichever commit crosses the WAL threshold: that stalled the
             # event loop for milliseconds every hundred commits.
             self._conn.execute("PRAGMA wal_autocheckpoint = 0")
+            self._conn.execute("PRAGMA mmap_size = 268435456")
+            self._conn.execute("PRAGMA cache_size = -65536")
             self._migrate()
         except sqlite3.Error as e:
             raise StoreError(f"cannot open the SQLite store at {path}: {e}") from e
