@@ -41,10 +41,6 @@ class MemoryCgroups:
         if self.root is None:
             log.warning("no writable memory cgroup: MEMORY limits are not enforced")
 
-    @property
-    def available(self) -> bool:
-        return self.root is not None
-
     def create(self, task_id: str, memory_mib: int) -> Path | None:
         if self.root is None:
             return None
@@ -66,9 +62,6 @@ class MemoryCgroups:
             log.warning("cannot set a memory limit for %s: %s", task_id, e)
             return None
         return path
-
-    def procs_file(self, path: Path) -> Path:
-        return path / "cgroup.procs"
 
     def oom_killed(self, path: Path | None) -> bool:
         if path is None:

@@ -108,9 +108,6 @@ class LogStore:
             raise NotFound("The specified log stream does not exist.")
         return path
 
-    def has_group(self, group: str) -> bool:
-        return (self.root / _encode(group)).is_dir()
-
     def read_forward(
         self, group: str, stream: str, offset: int, limit: int, *, before: int | None = None
     ) -> Page:

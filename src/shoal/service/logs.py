@@ -31,10 +31,6 @@ def _group(req: Json) -> str:
     return str(name if name is not None else ident)
 
 
-def _in_window(event: Event, start: int | None, end: int | None) -> bool:
-    return (start is None or event.timestamp >= start) and (end is None or event.timestamp < end)
-
-
 def _wire(event: Event) -> Json:
     return {
         "timestamp": event.timestamp,
