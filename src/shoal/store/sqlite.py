@@ -357,11 +357,20 @@ class SqliteTransaction:
             add("share_identifier = ?", query.share_identifier)
         if query.before_seq is not None:
             add("seq < ?", query.before_seq)
-        sql = f"SELECT {_JOB_COLUMNS} FROM jobs"
+        # Two steps: the page's seqs first (often from an index alone, without
+        # touching a row), then only those rows. A filter matching 50,000 jobs
+        # otherwise reads and sorts all of their rows to return 100.
+        sql = "SELECT seq FROM jobs"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY seq DESC LIMIT ?"
-        rows = self._c.execute(sql, (*args, query.limit)).fetchall()
+        seqs = [r[0] for r in self._c.execute(sql, (*args, query.limit)).fetchall()]
+        if not seqs:
+            return []
+        marks = ",".join("?" * len(seqs))
+        rows = self._c.execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE seq IN ({marks}) ORDER BY seq DESC", seqs
+        ).fetchall()
         return [(row[0], _job_from_row(row)) for row in rows]
 
     def queued_jobs(self, queue: str, statuses: Sequence[JobStatus], limit: int) -> list[Job]:
