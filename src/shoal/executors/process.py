@@ -203,13 +203,27 @@ class ProcessExecutor:
         loop = asyncio.get_running_loop()
         ended: asyncio.Future[None] = loop.create_future()
         fd = self._watch(pid, task, ended)
+        # While it runs, a timer moves its output every log_poll_seconds, one
+        # chunk per tick so that a job printing a gigabyte never stalls the API.
+        # (No task or timer per wake-up: most jobs end before the first tick.)
+        timer: asyncio.TimerHandle | None = None
+
+        def tick() -> None:
+            nonlocal timer
+            try:
+                more = self._pump(handle, final=False)
+            except OSError:
+                log.exception("moving the output of %s failed; trying again", task)
+                more = False
+            timer = loop.call_later(0 if more else self.log_poll_seconds, tick)
+
+        if not ended.done():
+            timer = loop.call_later(self.log_poll_seconds, tick)
         try:
-            while not ended.done():
-                try:
-                    await asyncio.wait_for(asyncio.shield(ended), self.log_poll_seconds)
-                except TimeoutError:
-                    await self._drain(handle, final=False)  # still running: move its output
+            await ended
         finally:
+            if timer is not None:
+                timer.cancel()
             if fd is not None:
                 loop.remove_reader(fd)
                 os.close(fd)
