@@ -65,6 +65,7 @@ TIMEOUT_REASON = "Job attempt duration exceeded timeout"
 DEPENDENCY_FAILED = "Dependent Job failed"
 _BATCH = 500
 _TOPOLOGY_TTL = 1.0
+_REASON_AFTER_MS = 500  # a RUNNABLE job blocked this long gets a CAPACITY statusReason
 _HEAD = 256  # at most this many RUNNABLE jobs are read per step when placing a queue
 
 
@@ -117,6 +118,8 @@ class Engine:
         # queues and compute environments are re-read when it moves or after
         # _TOPOLOGY_TTL seconds (another process may have changed them).
         self._epoch = 0
+        self._topology_version = 0
+        self._reason_timer: asyncio.TimerHandle | None = None
         self._new_jobs = True
         self._evaluated_epoch = -1
         self._pending_epoch = -1
@@ -152,7 +155,13 @@ class Engine:
                 close()
 
     def wake(self) -> None:
-        """Something placement depends on changed: look at every queue again."""
+        """Something placement depends on changed (the control plane, a job's
+        state): read queues and compute environments again, look at every queue."""
+        self._topology_version += 1
+        self._capacity_changed()
+
+    def _capacity_changed(self) -> None:
+        """Capacity was freed: queues blocked so far may move."""
         self._epoch += 1
         self._wake.set()
 
@@ -203,7 +212,7 @@ class Engine:
         if (
             not evaluate
             and cached is not None
-            and cached[0] == self._epoch
+            and cached[0] == self._topology_version
             and all(self._blocked.get(q.name) == self._epoch for q in cached[2])
         ):
             return False  # nothing new, and every queue is still blocked
@@ -293,7 +302,7 @@ class Engine:
         self, tx: Transaction, now: int
     ) -> tuple[list[JobQueue], dict[str, ComputeEnvironment]]:
         cached = self._topology
-        fresh = cached is not None and cached[0] == self._epoch
+        fresh = cached is not None and cached[0] == self._topology_version
         if cached is not None and fresh and time.monotonic() - cached[1] < _TOPOLOGY_TTL:
             return cached[2], cached[3]
         queues = sorted(
@@ -305,7 +314,7 @@ class Engine:
             for ce in tx.list_compute_environments(None, 10_000)
             if not ce.lifecycle.gone(now)
         }
-        self._topology = (self._epoch, time.monotonic(), queues, ces)
+        self._topology = (self._topology_version, time.monotonic(), queues, ces)
         lifecycles = [q.lifecycle for q in queues] + [c.lifecycle for c in ces.values()]
         settling = [lc.settles_at for lc in lifecycles if lc.settles_at > now]
         if settling:
@@ -404,7 +413,12 @@ class Engine:
                     f"{describe_need(need)}; compute environment {ce.name} has {free}."
                 )
         if blocked_by is not None:
-            self._set_reason(tx, job, blocked_by)
+            waited = now - int(job.runtime.get("runnableAt", now))
+            if waited >= _REASON_AFTER_MS:
+                self._set_reason(tx, job, blocked_by)
+            else:
+                # Most waits last a moment: say why only if it lasts.
+                self._look_again_in((_REASON_AFTER_MS - waited) / 1000)
             return "blocked"
         biggest = max((self._limits(ce)[0].vcpus for ce in ces), default=0.0)
         self._set_reason(
@@ -415,6 +429,16 @@ class Engine:
             f"hold (at most {biggest:g} vCPU).",
         )
         return "never"
+
+    def _look_again_in(self, seconds: float) -> None:
+        if self._reason_timer is None or self._reason_timer.cancelled():
+            loop = asyncio.get_running_loop()
+
+            def again() -> None:
+                self._reason_timer = None
+                self._capacity_changed()
+
+            self._reason_timer = loop.call_later(seconds, again)
 
     def _set_reason(self, tx: Transaction, job: Job, reason: str) -> None:
         if job.status_reason == reason:
@@ -643,7 +667,7 @@ class Engine:
             self._attempts.pop(attempt.job_id, None)
             if attempt.handle is not None:
                 attempt.executor.release(attempt.handle)
-        self.wake()
+        self._capacity_changed()
 
     def _after_exit(
         self, job: Job, attempt: Attempt, exit_: Exit, started_at: int | None, now: int
