@@ -372,7 +372,12 @@ class ProcessExecutor:
 
     def _clean(self, task: str, cgroup: str | None) -> None:
         base = self._base(task)
-        shutil.rmtree(base + ".work", ignore_errors=True)
+        try:
+            os.rmdir(base + ".work")  # usually empty: one system call
+        except FileNotFoundError:
+            pass
+        except OSError:
+            shutil.rmtree(base + ".work", ignore_errors=True)
         for suffix in (".out", ".started", ".exit", ".pumped"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(base + suffix)
