@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from pathlib import Path
 
 log = logging.getLogger("shoal.cgroups")
@@ -30,16 +31,41 @@ class MemoryCgroups:
             if is_v2 and "memory" not in (candidate / "cgroup.controllers").read_text():
                 continue
             try:
-                root = candidate / name
-                root.mkdir(exist_ok=True)
-                if is_v2:
-                    (root / "cgroup.subtree_control").write_text("+memory")
-                self.root, self.v2 = root, is_v2
+                self.root, self.v2 = candidate / name, is_v2
+                self._ensure_root()
+                self._remove_empty_siblings()
                 break
             except OSError as e:
+                self.root = None
                 log.info("cgroup %s not usable: %s", candidate, e)
         if self.root is None:
             log.warning("no writable memory cgroup: MEMORY limits are not enforced")
+
+    def _ensure_root(self) -> None:
+        assert self.root is not None
+        self.root.mkdir(exist_ok=True)
+        if self.v2:
+            (self.root / "cgroup.subtree_control").write_text("+memory")
+
+    def _remove_empty_siblings(self) -> None:
+        """Parents left by servers that were killed (one per data directory):
+        their long-empty attempt cgroups go, then the parent if nothing is left;
+        a live server makes its parent again when it needs it."""
+        assert self.root is not None
+        stale = time.time() - 60  # never race a live server's fresh cgroup
+        for sibling in self.root.parent.glob("shoal-*"):
+            if sibling == self.root:
+                continue
+            with contextlib.suppress(OSError):
+                for child in sibling.iterdir():
+                    if (
+                        child.is_dir()
+                        and child.stat().st_mtime < stale
+                        and not (child / "cgroup.procs").read_text().strip()
+                    ):
+                        os.rmdir(child)
+                if not any(p.is_dir() for p in sibling.iterdir()):
+                    os.rmdir(sibling)
 
     def create(self, task_id: str, memory_mib: int) -> Path | None:
         if self.root is None:
@@ -47,7 +73,11 @@ class MemoryCgroups:
         path = self.root / task_id
         limit = str(memory_mib * 1024 * 1024)
         try:
-            path.mkdir(exist_ok=True)
+            try:
+                path.mkdir(exist_ok=True)
+            except FileNotFoundError:
+                self._ensure_root()  # removed by another server's clean-up
+                path.mkdir(exist_ok=True)
             if self.v2:
                 (path / "memory.max").write_text(limit)
                 swap = path / "memory.swap.max"
