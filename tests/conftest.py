@@ -50,6 +50,25 @@ def poll(fetch: Callable[[], Any], done: Callable[[Any], bool], timeout: float =
         time.sleep(0.05)
 
 
+def walk_pages(
+    call: Callable[..., Any], key: str, page_size: int, **kwargs: Any
+) -> tuple[list[Any], list[str]]:
+    """Follow nextToken by hand: every item of every page, and the tokens seen.
+    Asserts each page respects `page_size` and no token comes back twice."""
+    items: list[Any] = []
+    tokens: list[str] = []
+    while True:
+        page = call(maxResults=page_size, **kwargs)
+        assert len(page[key]) <= page_size
+        items.extend(page[key])
+        token = page.get("nextToken")
+        if not token:
+            return items, tokens
+        assert token not in tokens
+        tokens.append(token)
+        kwargs["nextToken"] = token
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import client_error, make_ce, make_queue, poll, start_server
+from conftest import client_error, make_ce, make_queue, poll, start_server, walk_pages
 
 ARN_PREFIX = "arn:aws:batch:us-east-1:123456789012"
 
@@ -258,19 +258,8 @@ def test_pagination_across_pages(batch: Any, unique: str) -> None:
     for name in mine:
         make_ce(batch, name, kind="FARGATE", max_vcpus=4)
 
-    seen: list[str] = []
-    tokens: list[str] = []
-    kwargs: dict[str, Any] = {"maxResults": 2}
-    while True:
-        page = batch.describe_compute_environments(**kwargs)
-        assert len(page["computeEnvironments"]) <= 2
-        seen.extend(ce["computeEnvironmentName"] for ce in page["computeEnvironments"])
-        token = page.get("nextToken")
-        if not token:
-            break
-        assert token not in tokens
-        tokens.append(token)
-        kwargs["nextToken"] = token
+    items, tokens = walk_pages(batch.describe_compute_environments, "computeEnvironments", 2)
+    seen = [ce["computeEnvironmentName"] for ce in items]
     assert len(tokens) >= 3  # at least four pages for seven environments
     assert [name for name in seen if name.startswith(unique)] == mine
     assert len(seen) == len(set(seen))

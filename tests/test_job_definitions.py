@@ -6,7 +6,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import Server, client_error, make_ce, make_definition, make_queue, start_server
+from conftest import (
+    Server,
+    client_error,
+    make_ce,
+    make_definition,
+    make_queue,
+    start_server,
+    walk_pages,
+)
 
 ARN_PREFIX = "arn:aws:batch:us-east-1:123456789012"
 
@@ -236,19 +244,10 @@ def test_describe_refs_cannot_mix_with_filters(batch: Any, unique: str) -> None:
 def test_describe_pagination(batch: Any, unique: str) -> None:
     for _ in range(5):
         register(batch, unique)
-    seen: list[int] = []
-    tokens: list[str] = []
-    kwargs: dict[str, Any] = {"jobDefinitionName": unique, "maxResults": 2}
-    while True:
-        page = batch.describe_job_definitions(**kwargs)
-        assert len(page["jobDefinitions"]) <= 2
-        seen.extend(d["revision"] for d in page["jobDefinitions"])
-        token = page.get("nextToken")
-        if not token:
-            break
-        assert token not in tokens
-        tokens.append(token)
-        kwargs["nextToken"] = token
+    items, tokens = walk_pages(
+        batch.describe_job_definitions, "jobDefinitions", 2, jobDefinitionName=unique
+    )
+    seen = [d["revision"] for d in items]
     assert seen == [1, 2, 3, 4, 5]
     assert len(tokens) >= 2
 

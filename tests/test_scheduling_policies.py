@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import Server, client_error, make_ce, make_queue
+from conftest import Server, client_error, make_ce, make_queue, walk_pages
 
 ARN_PREFIX = "arn:aws:batch:us-east-1:123456789012"
 
@@ -115,21 +115,9 @@ def test_list_pagination(batch: Any, unique: str) -> None:
     for i in range(5):
         batch.create_scheduling_policy(name=f"{unique}-{i}")
 
-    seen: list[str] = []
-    tokens: list[str] = []
-    kwargs: dict[str, Any] = {"maxResults": 2}
-    while True:
-        page = batch.list_scheduling_policies(**kwargs)
-        assert len(page["schedulingPolicies"]) <= 2
-        for entry in page["schedulingPolicies"]:
-            assert set(entry) == {"arn"}  # List returns ARNs only
-            seen.append(entry["arn"])
-        token = page.get("nextToken")
-        if not token:
-            break
-        assert token not in tokens
-        tokens.append(token)
-        kwargs["nextToken"] = token
+    items, tokens = walk_pages(batch.list_scheduling_policies, "schedulingPolicies", 2)
+    assert all(set(entry) == {"arn"} for entry in items)  # List returns ARNs only
+    seen = [entry["arn"] for entry in items]
     assert len(tokens) >= 2
     assert [arn for arn in seen if arn.startswith(policy_arn(unique))] == mine
     assert len(seen) == len(set(seen))
