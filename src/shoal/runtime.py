@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from shoal.api.app import ShoalApp
 from shoal.config import Settings
@@ -34,6 +35,20 @@ def host_limits(settings: Settings) -> Limits:
     return Limits(vcpus=vcpus, memory_mib=memory, gpus=0)
 
 
+def run_dir(name: str) -> Path | None:
+    """Where attempts keep the files that need only outlive the server's
+    process: tmpfs if the host has a writable one, else (None) the data dir."""
+    shm = Path("/dev/shm")
+    try:
+        with open("/proc/mounts") as mounts:
+            tmpfs = any(
+                line.split()[1] == str(shm) and line.split()[2] == "tmpfs" for line in mounts
+            )
+    except OSError:
+        return None
+    return shm / name if tmpfs and os.access(shm, os.W_OK) else None
+
+
 def build(settings: Settings) -> Runtime:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = SqliteStore(settings.data_dir / "shoal.db", synchronous=settings.sqlite_synchronous)
@@ -44,14 +59,14 @@ def build(settings: Settings) -> Runtime:
     async def startup() -> None:
         if not settings.engine:
             return
+        # One cgroup parent and run directory per data directory: servers
+        # sharing a host never touch (or sweep) each other's attempts.
+        name = f"shoal-{hashlib.sha1(str(settings.data_dir.resolve()).encode()).hexdigest()[:12]}"
         process = ProcessExecutor(
             settings.data_dir / "attempts",
             logs,
-            # One cgroup parent per data directory: servers sharing a host
-            # never touch (or sweep) each other's attempts.
-            cgroups=MemoryCgroups(
-                f"shoal-{hashlib.sha1(str(settings.data_dir.resolve()).encode()).hexdigest()[:12]}"
-            ),
+            run_dir=run_dir(name),
+            cgroups=MemoryCgroups(name),
             log_poll_seconds=settings.log_poll_seconds,
         )
         engine = Engine(

@@ -11,6 +11,7 @@ Tokens are byte offsets into the stream file (`f/<offset>` forward,
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from collections.abc import Iterable, Iterator
@@ -58,6 +59,10 @@ class LogStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
+        # Names that `_encode` never makes ('%' is always followed by two hex
+        # digits there), so they can share the root with the group directories.
+        self._empty = root / "%empty"
+        self._new = root / f"%new-{os.getpid()}"
         self._lock = threading.Lock()
         self._groups: set[str] = set()  # group directories known to exist
 
@@ -75,9 +80,33 @@ class LogStore:
             self._groups.add(group)
 
     def create_stream(self, group: str, stream: str) -> None:
-        self._ensure_group(group)
-        fd = os.open(self._path(group, stream), os.O_CREAT | os.O_WRONLY, 0o644)
+        """Make an empty stream (an existing one is left as it is).
+
+        A new inode costs 0.1-0.5 ms of CPU on the ext4 volumes of small VMs,
+        and most jobs print nothing: so an empty stream is a hard link to one
+        shared empty file, and gets a file of its own at its first write."""
+        path = self._path(group, stream)
+        with self._lock:
+            self._ensure_group(group)
+            for _ in range(2):
+                try:
+                    os.link(self._empty, path)
+                    return
+                except FileExistsError:
+                    return  # the stream exists
+                except FileNotFoundError:
+                    self._renew_empty()  # the shared file is not made yet
+                except OSError as e:
+                    if e.errno != errno.EMLINK:
+                        break  # no hard links here: a file of its own
+                    self._renew_empty()  # the shared file has all the links it can hold
+            fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o644)
+            os.close(fd)
+
+    def _renew_empty(self) -> None:
+        fd = os.open(self._new, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644)
         os.close(fd)
+        os.replace(self._new, self._empty)
 
     def append(self, group: str, stream: str, events: Iterable[Event]) -> None:
         data = b"".join(f"{e.timestamp}\t{e.message}\n".encode("utf-8", "replace") for e in events)
@@ -97,7 +126,14 @@ class LogStore:
         with self._lock:
             self._ensure_group(group)
             with path.open("ab") as f:
+                if os.fstat(f.fileno()).st_nlink == 1:
+                    f.write(data)
+                    return
+            # Still the shared empty file: the stream gets a file of its own,
+            # whole or not at all (a crash leaves it empty, never half-written).
+            with self._new.open("wb") as f:
                 f.write(data)
+            os.replace(self._new, path)
 
     # -- reading --------------------------------------------------------------
     def _existing(self, group: str, stream: str) -> Path:
@@ -211,6 +247,8 @@ class LogStore:
     def groups(self, prefix: str | None = None) -> Iterator[tuple[str, int, int]]:
         """(name, creation time ms, stored bytes) of each group."""
         for path in sorted(self.root.iterdir()):
+            if not path.is_dir():
+                continue  # the shared empty file
             name = unquote(path.name)
             if prefix and not name.startswith(prefix):
                 continue
