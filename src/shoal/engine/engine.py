@@ -113,6 +113,7 @@ class Engine:
         self._loop_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._exits: list[tuple[Attempt, Exit, int | None]] = []
+        self._marks: list[tuple[Job, Attempt, LaunchSpec, int]] = []
         # Cheap cycles: a queue whose head could not be placed stays blocked
         # until the epoch moves (capacity freed, control plane changed); the
         # queues and compute environments are re-read when it moves or after
@@ -204,22 +205,37 @@ class Engine:
                 self._wake.set()
 
     def _cycle(self) -> bool:
-        """One pass in one transaction; True if there is more to do at once."""
+        """One pass in one transaction: record launches and exits queued since
+        the last pass, evaluate new jobs, place what fits; True if there is
+        more to do at once."""
         now = self.ctx.clock.now_ms()
         placed: list[tuple[Job, Attempt]] = []
-        evaluate = self._new_jobs or self._evaluated_epoch != self._epoch
+        marks, exits = self._marks, self._exits
         cached = self._topology
         if (
-            not evaluate
+            not marks
+            and not exits
+            and not self._new_jobs
+            and self._evaluated_epoch == self._epoch
             and cached is not None
             and cached[0] == self._topology_version
             and all(self._blocked.get(q.name) == self._epoch for q in cached[2])
         ):
             return False  # nothing new, and every queue is still blocked
+        self._marks, self._exits = [], []
+        before = [(attempt, attempt.job) for _, attempt, _, _ in marks]
+        freed = False
         try:
             with self.ctx.store.transaction() as tx:
+                self._write_flush(tx, marks, exits, now)
+                if exits:
+                    # Their capacity is free for this same pass.
+                    for attempt, _, _ in exits:
+                        self._reserve(attempt, attempt.executor, sign=-1)
+                    freed = True
+                    self._epoch += 1
                 more = False
-                if evaluate:
+                if self._new_jobs or self._evaluated_epoch != self._epoch:
                     self._new_jobs = False
                     self._evaluated_epoch = self._epoch
                     more = self._evaluate_submitted(tx, now)
@@ -227,7 +243,16 @@ class Engine:
                 self._place(tx, placed, now)
         except BaseException:
             self._unclaim(placed)
+            for attempt, previous in before:
+                attempt.job = previous
+            if freed:
+                for attempt, _, _ in exits:
+                    self._reserve(attempt, attempt.executor)
+            if marks or exits:
+                self._marks, self._exits = marks + self._marks, exits + self._exits
+                asyncio.get_running_loop().call_soon(self._flush_exits)
             raise
+        self._forget(exits)
         if placed:
             self._spawn(self._start(placed))
         return more
@@ -549,25 +574,15 @@ class Engine:
             launched.append((job, attempt, spec))
         if not launched:
             return
+        # RUNNING is recorded with the next batch of exits, in one transaction:
+        # a job that ends at once costs one commit for both.
         started_at = self.ctx.clock.now_ms()
-        recorded: list[tuple[Attempt, Job | None]] = []
-        try:
-            with self.ctx.store.transaction() as tx:
-                for job, attempt, spec in launched:
-                    recorded.append(
-                        (attempt, self._mark_started(tx, job, attempt, spec, started_at))
-                    )
-        except Exception:
-            # The processes run regardless: watch them; their exits will be
-            # recorded against the STARTING state that is committed.
-            log.exception("recording %d launches as RUNNING failed", len(launched))
-            recorded = []
-        for attempt, running in recorded:
-            attempt.job = running
-        for job, attempt, _ in launched:
+        for job, attempt, spec in launched:
+            self._marks.append((job, attempt, spec, started_at))
             attempt.task = asyncio.create_task(
                 self._watch(attempt, job.spec, started_at, elapsed_ms=0)
             )
+        self._schedule_flush()
 
     def _mark_started(
         self, tx: Transaction, job: Job, attempt: Attempt, spec: LaunchSpec, started_at: int
@@ -632,25 +647,64 @@ class Engine:
     def _record_exit(self, attempt: Attempt, exit_: Exit, *, started_at: int | None) -> None:
         """Queue an attempt's end; exits arriving together commit in one transaction."""
         self._exits.append((attempt, exit_, started_at))
-        if len(self._exits) == 1:
-            asyncio.get_running_loop().call_soon(self._flush_exits)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        # The next engine cycle records them, in the transaction that places
+        # the jobs their ends make room for.
+        self._wake.set()
+
+    def _write_flush(
+        self,
+        tx: Transaction,
+        marks: list[tuple[Job, Attempt, LaunchSpec, int]],
+        exits: list[tuple[Attempt, Exit, int | None]],
+        now: int,
+    ) -> None:
+        """Record launches (STARTING -> RUNNING), then exits, in `tx`."""
+        for starting, attempt, spec, launched_at in marks:
+            attempt.job = self._mark_started(tx, starting, attempt, spec, launched_at)
+        unknown = [a.job_id for a, _, _ in exits if a.job is None]
+        stored = tx.get_jobs(unknown) if unknown else {}
+        for attempt, exit_, started_at in exits:
+            job = attempt.job or stored[attempt.job_id]
+            after = self._after_exit(job, attempt, exit_, started_at, now)
+            if not tx.set_job_state(after, job.status):
+                # Our copy was stale: apply the exit to what is stored.
+                fresh = tx.get_jobs([attempt.job_id])[attempt.job_id]
+                after = self._after_exit(fresh, attempt, exit_, started_at, now)
+                tx.set_job_state(after, fresh.status)
+
+    def _forget(self, exits: list[tuple[Attempt, Exit, int | None]]) -> None:
+        """After recorded exits commit: their attempts and files go."""
+        for attempt, _, _ in exits:
+            self._attempts.pop(attempt.job_id, None)
+            if attempt.handle is not None:
+                attempt.executor.release(attempt.handle)
 
     def _flush_exits(self) -> None:
+        """Record queued launches and exits in a transaction of their own (the
+        careful path, after a cycle that carried them failed): one exit that
+        cannot be recorded must not hold up the rest."""
+        marks, self._marks = self._marks, []
         exits, self._exits = self._exits, []
         now = self.ctx.clock.now_ms()
+        before = [(attempt, attempt.job) for _, attempt, _, _ in marks]
         try:
             with self.ctx.store.transaction() as tx:
-                unknown = [a.job_id for a, _, _ in exits if a.job is None]
-                stored = tx.get_jobs(unknown) if unknown else {}
-                for attempt, exit_, started_at in exits:
-                    job = attempt.job or stored[attempt.job_id]
-                    after = self._after_exit(job, attempt, exit_, started_at, now)
-                    if not tx.set_job_state(after, job.status):
-                        # Our copy was stale: apply the exit to what is stored.
-                        fresh = tx.get_jobs([attempt.job_id])[attempt.job_id]
-                        after = self._after_exit(fresh, attempt, exit_, started_at, now)
-                        tx.set_job_state(after, fresh.status)
+                self._write_flush(tx, marks, exits, now)
         except Exception:
+            for attempt, previous in before:
+                attempt.job = previous
+            if marks:
+                # The processes run regardless: their exits are recorded
+                # against the STARTING state that is committed.
+                log.exception("recording %d launches as RUNNING failed", len(marks))
+                self._exits = exits + self._exits
+                self._flush_exits()
+                return
+            if not exits:
+                return
             if len(exits) > 1:
                 # Record them one by one, so one bad exit cannot hold up the rest.
                 log.exception("recording %d exits together failed; one at a time", len(exits))
@@ -664,10 +718,9 @@ class Engine:
             return
         for attempt, _, _ in exits:
             self._reserve(attempt, attempt.executor, sign=-1)
-            self._attempts.pop(attempt.job_id, None)
-            if attempt.handle is not None:
-                attempt.executor.release(attempt.handle)
-        self._capacity_changed()
+        self._forget(exits)
+        if exits:
+            self._capacity_changed()
 
     def _after_exit(
         self, job: Job, attempt: Attempt, exit_: Exit, started_at: int | None, now: int
