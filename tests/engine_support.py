@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 
 from conftest import Server, make_ce, make_queue, start_server
 
+from shoal.runtime import host_name, run_dir
+
 # Short timeouts and kill grace so that tests of them take a second or two.
 ENGINE_ARGS = ("--engine", "--min-timeout-seconds", "1", "--kill-grace-seconds", "1")
 LOG_GROUP = "/aws/batch/job"
@@ -48,12 +50,12 @@ def reap_jobs(server: Server) -> None:
 
     Jobs run in their own process groups and outlive the server on purpose;
     a test that failed half-way must not leave `sleep 30`s behind."""
-    root = server.data_dir / "attempts"
-    # The supervisor's pid is in `<task>.started` (or `<task>/started`).
-    for started in [*root.glob("*.started"), *root.glob("*/started")]:
+    root = run_dir(host_name(server.data_dir)) or server.data_dir / "attempts"
+    # The supervisor's pid is in `<task>.started`.
+    for started in root.glob("*.started"):
         with contextlib.suppress(OSError, ValueError):
             pid = int(started.read_text().strip())
-            task = started.parent.name if started.name == "started" else started.stem
+            task = started.stem
             if task.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
                 os.killpg(pid, signal.SIGKILL)
 

@@ -35,6 +35,13 @@ def host_limits(settings: Settings) -> Limits:
     return Limits(vcpus=vcpus, memory_mib=memory, gpus=0)
 
 
+def host_name(data_dir: Path) -> str:
+    """The name of a data directory's cgroup parent and run directory: one per
+    data directory, so servers sharing a host never touch (or sweep) each
+    other's attempts."""
+    return f"shoal-{hashlib.sha1(str(data_dir.resolve()).encode()).hexdigest()[:12]}"
+
+
 def run_dir(name: str) -> Path | None:
     """Where attempts keep the files that need only outlive the server's
     process: tmpfs if the host has a writable one, else (None) the data dir."""
@@ -59,9 +66,7 @@ def build(settings: Settings) -> Runtime:
     async def startup() -> None:
         if not settings.engine:
             return
-        # One cgroup parent and run directory per data directory: servers
-        # sharing a host never touch (or sweep) each other's attempts.
-        name = f"shoal-{hashlib.sha1(str(settings.data_dir.resolve()).encode()).hexdigest()[:12]}"
+        name = host_name(settings.data_dir)
         process = ProcessExecutor(
             settings.data_dir / "attempts",
             logs,

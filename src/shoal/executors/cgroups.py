@@ -19,9 +19,11 @@ _V2 = Path("/sys/fs/cgroup")
 
 
 class MemoryCgroups:
-    """Creates one cgroup per attempt under a `shoal` parent, when it can."""
+    """Creates one cgroup per attempt under a `shoal` parent, when it can.
 
-    def __init__(self, name: str = "shoal") -> None:
+    `sweep`: also remove the parents that killed servers left behind."""
+
+    def __init__(self, name: str = "shoal", *, sweep: bool = True) -> None:
         self.root: Path | None = None
         self.v2 = False
         for candidate, is_v2 in ((_V1, False), (_V2, True)):
@@ -33,7 +35,8 @@ class MemoryCgroups:
             try:
                 self.root, self.v2 = candidate / name, is_v2
                 self._ensure_root()
-                self._remove_empty_siblings()
+                if sweep:
+                    self._remove_empty_siblings()
                 break
             except OSError as e:
                 self.root = None

@@ -1,27 +1,16 @@
 """The process executor: each attempt is a local process group.
 
 The image is not used: the container's command runs directly on this host,
-in a fresh working directory, with the job's environment. Each attempt runs
-under a tiny `sh` supervisor that
-- claims the attempt atomically (`set -C` makes `>` an O_EXCL create), so an
-  attempt that a restarted server has declared abandoned can never start late;
-- joins the attempt's memory cgroup, so MEMORY is a hard limit;
-- waits for the command and writes its exit status to a file, so the status
-  survives the death of the server, and a restarted server reattaches.
-Output goes to a file that is tailed into the log store while the job runs.
+in a fresh working directory, with the job's environment, under a tiny `sh`
+supervisor (see `attempt_files.py`) that claims the attempt, joins its memory
+cgroup and records the exit status in a file, so the status survives the
+server and a restarted server reattaches. Attempts are made by the launcher
+process (`launcher.py`), or here when there is none. Output goes to a file
+that is tailed into the log store while the job runs.
 
-Per attempt: `<task>.work/` under the executor's root on disk (the job's
-working directory), and under the run directory `<task>.out` (its output),
-`<task>.started` (the supervisor's pid), `<task>.exit` (the exit status) and
-`<task>.pumped` (how much output has reached the log store).
-
-The run directory is on tmpfs where the host has one: these files need only
-outlive the server's process, not the host (a reboot ends the jobs too), and
-making a file there costs microseconds where a disk filesystem can spend half
-a millisecond of CPU on the inode. A run directory that is missing when the
-server starts means the host restarted: attempts that were running are lost,
-as on the loss of an EC2 instance. For the same reason emptied working
-directories are kept in a small pool (`.pool/`) and renamed into place.
+A run directory that is missing when the server starts means the host
+restarted (it is on tmpfs): attempts that were running are lost, as on the
+loss of an EC2 instance.
 """
 
 from __future__ import annotations
@@ -30,30 +19,19 @@ import asyncio
 import contextlib
 import logging
 import os
-import shutil
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from shoal.executors.attempt_files import AttemptFiles, Launched, LaunchRequest
 from shoal.executors.base import OOM_REASON, Exit, Handle, LaunchError, LaunchSpec
 from shoal.executors.cgroups import MemoryCgroups
+from shoal.executors.launcher import Launcher, LauncherLost
 from shoal.logs.store import Event, LogStore
 
 log = logging.getLogger("shoal.executors.process")
 
-_WRAPPER = r"""
-r=$1; w=$2; g=$3; shift 3
-set -C
-{ echo $$ > "$r.started"; } 2>/dev/null || exit 0
-set +C
-if [ -n "$g" ]; then echo $$ > "$g" 2>/dev/null; fi
-cd "$w" || exit 126
-trap : TERM INT
-"$@"
-echo $? > "$r.exit"
-"""
-_POOL_SIZE = 256  # emptied working directories kept for reuse
 _MAX_EVENT = 256 * 1024  # CloudWatch's largest event
 _READ_CHUNK = 1024 * 1024
 
@@ -94,133 +72,90 @@ class ProcessExecutor:
         run_dir: Path | None = None,
         cgroups: MemoryCgroups | None = None,
         log_poll_seconds: float = 0.2,
+        use_launcher: bool = True,
     ) -> None:
-        self.root = root
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.run = run_dir or root
+        """`use_launcher` needs a running event loop (the launcher's answers
+        arrive on it)."""
+        root.mkdir(parents=True, exist_ok=True)
+        run = run_dir or root
         # Made anew means the host restarted (tmpfs) since attempts last ran.
-        self.host_restarted = not self.run.exists()
-        self.run.mkdir(parents=True, exist_ok=True)
-        self._pool = root / ".pool"
-        self._pool.mkdir(exist_ok=True)
-        self._spare = [entry.name for entry in os.scandir(self._pool)]
-        self._pool_serial = max((int(n) for n in self._spare if n.isdigit()), default=0)
+        self.host_restarted = run_dir is not None and run_dir != root and not run.exists()
+        run.mkdir(parents=True, exist_ok=True)
+        self.files = AttemptFiles(root, run, logs, cgroups)
         self.logs = logs
         self.cgroups = cgroups
         self.log_poll_seconds = log_poll_seconds
-        self._children: set[int] = set()
+        self._children: set[int] = set()  # supervisors spawned by this process
+        self._pidfds: dict[str, int] = {}  # by task: from the launcher, not yet watched
         self._killed: set[str] = set()
-        # Removing directories and cgroups is slow on some filesystems: it
-        # happens off the event loop, after the exit is recorded.
+        # Without a launcher, removing files and cgroups happens off the event
+        # loop, after the exit is recorded.
         self._cleaner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shoal-cleanup")
         self._pumped: dict[str, int] = {}  # output offset already in the log store, by task
+        self._launcher: Launcher | None = None
+        if use_launcher:
+            try:
+                self._launcher = Launcher(
+                    {
+                        "root": str(root),
+                        "run": str(run),
+                        "logs": str(logs.root),
+                        "cgroup": cgroups.root.name if cgroups and cgroups.root else None,
+                    }
+                )
+            except OSError as e:
+                log.warning("no launcher process (%s): launching in the server", e)
 
     def _base(self, task: str) -> str:
-        """Prefix of the attempt's files in the run directory."""
-        return str(self.run / task)
-
-    def _workdir(self, task: str) -> str:
-        return str(self.root / task) + ".work"
-
-    def _make_workdir(self, path: str) -> None:
-        if os.path.lexists(path):
-            raise FileExistsError(path)
-        while self._spare:
-            try:
-                os.rename(self._pool / self._spare.pop(), path)
-                return
-            except OSError:
-                continue
-        os.mkdir(path)
-
-    def _drop_workdir(self, path: str) -> None:
-        """Back to the pool if the job left it empty, else removed."""
-        try:
-            with os.scandir(path) as entries:
-                empty = next(entries, None) is None
-            if empty and len(self._spare) < _POOL_SIZE:
-                os.chmod(path, 0o755)
-                self._pool_serial += 1
-                name = str(self._pool_serial)
-                os.rename(path, self._pool / name)
-                self._spare.append(name)
-                return
-        except FileNotFoundError:
-            return
-        except OSError:
-            pass
-        shutil.rmtree(path, ignore_errors=True)
+        return self.files.base(task)
 
     # -- launching ------------------------------------------------------------
     async def launch(self, spec: LaunchSpec) -> Handle:
-        # Inline on the event loop: a launch is a few fast system calls
-        # (posix_spawn uses vfork), and a hand-off to a worker thread cost more
-        # than it saved (measured: ~0.4 ms of server CPU per job).
-        return self._launch(spec)
-
-    def _launch(self, spec: LaunchSpec) -> Handle:
-        if not spec.command:
-            raise LaunchError(
-                "CannotStartContainerError: the job has no command, and the process "
-                "executor runs commands, not images"
-            )
-        base = self._base(spec.task_id)
-        try:
-            # As the awslogs driver does, the stream exists once the job starts;
-            # made first, so that nothing can fail after the spawn.
-            self.logs.create_stream(spec.log_group, spec.log_stream)
-        except OSError as e:
-            raise LaunchError(
-                f"CannotStartContainerError: cannot create the log stream: {e}"
-            ) from None
-        workdir = self._workdir(spec.task_id)
-        try:
-            self._make_workdir(workdir)
-        except FileExistsError:
-            raise LaunchError(
-                f"CannotStartContainerError: attempt {spec.task_id} was launched before"
-            ) from None
-        cgroup = None
-        if self.cgroups is not None and spec.memory_mib:
-            cgroup = self.cgroups.create(spec.task_id, spec.memory_mib)
         env = {k: v for k in ("PATH", "HOME", "LANG", "LC_ALL") if (v := os.environ.get(k))}
         env.update(spec.environment)
-        procs = str(cgroup / "cgroup.procs") if cgroup else ""
-        argv = ["sh", "-c", _WRAPPER, f"shoal-{spec.task_id}", base, workdir, procs]
-        argv += spec.command
-        actions = [
-            (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_OPEN, 1, base + ".out", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644),
-            (os.POSIX_SPAWN_DUP2, 1, 2),
-        ]
-        try:
-            # Python ignores SIGPIPE and SIGXFSZ, and ignored signals survive
-            # exec: a job gets the defaults, as in a container (`yes | head`).
-            pid = os.posix_spawn(
-                "/bin/sh",
-                argv,
-                env,
-                file_actions=actions,
-                setsid=True,
-                setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
-            )
-        except OSError as e:
-            raise LaunchError(f"CannotStartContainerError: {e}") from None
-        self._children.add(pid)
+        request: LaunchRequest = {
+            "task": spec.task_id,
+            "command": spec.command,
+            "environment": env,
+            "memory_mib": spec.memory_mib,
+            "log_group": spec.log_group,
+            "log_stream": spec.log_stream,
+        }
+        if self._launcher is not None and self._launcher.alive:
+            try:
+                launched, pidfd = await self._launcher.launch(request)
+            except LauncherLost:
+                return self._resolve_lost(spec)
+            self._pidfds[spec.task_id] = pidfd
+        else:
+            launched = self.files.launch(request)
+            self._children.add(launched["pid"])
+        return self._handle(launched, spec)
+
+    def _handle(self, launched: Launched, spec: LaunchSpec) -> Handle:
         self._pumped[spec.task_id] = 0
         return {
             "task": spec.task_id,
-            "pid": pid,
-            "cgroup": str(cgroup) if cgroup else None,
+            "pid": launched["pid"],
+            "cgroup": launched["cgroup"],
             "group": spec.log_group,
             "stream": spec.log_stream,
         }
 
+    def _resolve_lost(self, spec: LaunchSpec) -> Handle:
+        """The launcher ended with this launch in flight: the attempt started
+        or it never will (its claim is taken here)."""
+        handle = self.recover(spec)
+        if handle is None:
+            raise LaunchError("CannotStartContainerError: the launcher process ended")
+        self._pumped[spec.task_id] = 0
+        return handle
+
     def recover(self, spec: LaunchSpec) -> Handle | None:
         base = self._base(spec.task_id)
-        if not os.path.isdir(self._workdir(spec.task_id)):
+        if not os.path.isdir(self.files.workdir(spec.task_id)):
             return None  # the launch never got as far as spawning
-        if self.host_restarted and self.run != self.root:
+        if self.host_restarted:
             # Spawned before the host restarted: whatever it did is lost with
             # its run files (`wait` then reports the host as terminated).
             return {
@@ -237,9 +172,7 @@ class ProcessExecutor:
         else:
             # We won the claim: the supervisor, if it ever runs, exits at once.
             os.close(fd)
-            cgroup = (
-                self.cgroups.root / spec.task_id if self.cgroups and self.cgroups.root else None
-            )
+            cgroup = self.files.cgroup(spec.task_id)
             self.release({"task": spec.task_id, "cgroup": str(cgroup) if cgroup else None})
             return None
         text = ""
@@ -249,7 +182,7 @@ class ProcessExecutor:
             if text:
                 break
             time.sleep(0.01)
-        cgroup = self.cgroups.root / spec.task_id if self.cgroups and self.cgroups.root else None
+        cgroup = self.files.cgroup(spec.task_id)
         return {
             "task": spec.task_id,
             "pid": int(text) if text else 0,
@@ -299,14 +232,16 @@ class ProcessExecutor:
 
     def _watch(self, pid: int, task: str, ended: asyncio.Future[None]) -> int | None:
         """A pidfd that becomes readable when the supervisor exits."""
-        if pid <= 0 or (pid not in self._children and not _alive(pid, task)):
+        fd: int | None = self._pidfds.pop(task, None)
+        if fd is None and (pid <= 0 or (pid not in self._children and not _alive(pid, task))):
             ended.set_result(None)
             return None
-        try:
-            fd = os.pidfd_open(pid)
-        except ProcessLookupError:
-            ended.set_result(None)
-            return None
+        if fd is None:
+            try:
+                fd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                ended.set_result(None)
+                return None
 
         def on_exit() -> None:
             if not ended.done():
@@ -431,33 +366,36 @@ class ProcessExecutor:
         task = str(handle["task"])
         self._killed.discard(task)
         self._pumped.pop(task, None)
-        self._cleaner.submit(self._clean, task, handle.get("cgroup"))
+        fd = self._pidfds.pop(task, None)
+        if fd is not None:
+            os.close(fd)
+        cgroup = handle.get("cgroup")
+        if self._launcher is None or not self._launcher.clean(task, cgroup):
+            self._cleaner.submit(self._clean, task, cgroup)
 
     def _clean(self, task: str, cgroup: str | None) -> None:
-        self._drop_workdir(self._workdir(task))
-        base = self._base(task)
-        for suffix in (".out", ".started", ".exit", ".pumped"):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(base + suffix)
-        if self.cgroups is not None and cgroup:
-            self.cgroups.remove(Path(cgroup))
+        try:
+            self.files.clean(task, cgroup)
+        except OSError:
+            log.exception("cleaning up after %s failed", task)
 
     def sweep(self, keep: set[str]) -> None:
         """Remove files and cgroups of attempts no longer tracked (left by a
         crash between recording an exit and cleaning up after it)."""
-        tasks = {entry.split(".", 1)[0] for entry in os.listdir(self.root)}
-        tasks |= {entry.split(".", 1)[0] for entry in os.listdir(self.run)}
-        tasks.discard("")  # the pool
-        if self.cgroups is not None and self.cgroups.root is not None:
-            tasks |= {p.name for p in self.cgroups.root.iterdir() if p.is_dir()}
-        for task in tasks - keep:
-            cgroup = self.cgroups.root / task if self.cgroups and self.cgroups.root else None
+        for task in self.files.tasks() - keep:
+            cgroup = self.files.cgroup(task)
             self.release({"task": task, "cgroup": str(cgroup) if cgroup else None})
 
     def close(self) -> None:
+        if self._launcher is not None:
+            self._launcher.close()
         self._cleaner.shutdown(wait=True)
-        if self.run != self.root:
+        for fd in self._pidfds.values():
+            os.close(fd)
+        self._pidfds.clear()
+        run = self.files.run
+        if run != self.files.root:
             with contextlib.suppress(OSError):
-                os.rmdir(self.run)  # nothing left running: tmpfs is memory
+                os.rmdir(run)  # nothing left running: tmpfs is memory
         if self.cgroups is not None:
             self.cgroups.close()

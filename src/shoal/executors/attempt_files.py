@@ -1,0 +1,196 @@
+"""The files, cgroup and process of a process-executor attempt.
+
+Used in two places: by the launcher process (see `launcher.py`), which makes
+attempts off the server's event loop, and by the server itself when there is
+no launcher. Nothing here needs the server's state: a launch is described by
+a `LaunchRequest` that crosses a socket as JSON.
+
+Per attempt: `<task>.work/` under the root on disk (the job's working
+directory), and under the run directory `<task>.out` (its output),
+`<task>.started` (the supervisor's pid), `<task>.exit` (the exit status) and
+`<task>.pumped` (how much output has reached the log store).
+
+The run directory is on tmpfs where the host has one: these files need only
+outlive the server's process, not the host (a reboot ends the jobs too), and
+making a file there costs microseconds where a disk filesystem can spend half
+a millisecond of CPU on the inode. For the same reason emptied working
+directories are kept in a small pool (`.pool/`) and renamed into place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+from pathlib import Path
+from typing import TypedDict
+
+from shoal.executors.base import LaunchError
+from shoal.executors.cgroups import MemoryCgroups
+from shoal.logs.store import LogStore
+
+# The supervisor of each attempt, run by `sh -c`:
+# - claims the attempt atomically (`set -C` makes `>` an O_EXCL create), so an
+#   attempt that a restarted server has declared abandoned never starts late;
+# - joins the attempt's memory cgroup, so MEMORY is a hard limit;
+# - waits for the command and writes its exit status to a file, so the status
+#   survives the death of the server (and of the launcher).
+SUPERVISOR = r"""
+r=$1; w=$2; g=$3; shift 3
+set -C
+{ echo $$ > "$r.started"; } 2>/dev/null || exit 0
+set +C
+if [ -n "$g" ]; then echo $$ > "$g" 2>/dev/null; fi
+cd "$w" || exit 126
+trap : TERM INT
+"$@"
+echo $? > "$r.exit"
+"""
+_POOL_SIZE = 256  # emptied working directories kept for reuse
+
+
+class LaunchRequest(TypedDict):
+    task: str
+    command: list[str]
+    environment: dict[str, str]  # complete: nothing is added
+    memory_mib: int | None
+    log_group: str
+    log_stream: str
+
+
+class Launched(TypedDict):
+    task: str
+    pid: int
+    cgroup: str | None
+
+
+class AttemptFiles:
+    def __init__(
+        self, root: Path, run: Path, logs: LogStore, cgroups: MemoryCgroups | None
+    ) -> None:
+        self.root = root
+        self.run = run
+        self.logs = logs
+        self.cgroups = cgroups
+        self._pool = root / ".pool"
+        self._pool.mkdir(parents=True, exist_ok=True)
+        self._spare = [entry.name for entry in os.scandir(self._pool)]
+        self._pool_serial = max((int(n) for n in self._spare if n.isdigit()), default=0)
+
+    def base(self, task: str) -> str:
+        """Prefix of the attempt's files in the run directory."""
+        return str(self.run / task)
+
+    def workdir(self, task: str) -> str:
+        return str(self.root / task) + ".work"
+
+    def cgroup(self, task: str) -> Path | None:
+        return self.cgroups.root / task if self.cgroups and self.cgroups.root else None
+
+    # -- launching ------------------------------------------------------------
+    def launch(self, request: LaunchRequest) -> Launched:
+        """Make the attempt's stream, working directory and cgroup, then spawn
+        its supervisor (in a session of its own); LaunchError if it cannot."""
+        task = request["task"]
+        if not request["command"]:
+            raise LaunchError(
+                "CannotStartContainerError: the job has no command, and the process "
+                "executor runs commands, not images"
+            )
+        try:
+            # As the awslogs driver does, the stream exists once the job starts;
+            # made first, so that nothing can fail after the spawn.
+            self.logs.create_stream(request["log_group"], request["log_stream"])
+        except OSError as e:
+            raise LaunchError(
+                f"CannotStartContainerError: cannot create the log stream: {e}"
+            ) from None
+        workdir = self.workdir(task)
+        try:
+            self._make_workdir(workdir)
+        except FileExistsError:
+            raise LaunchError(
+                f"CannotStartContainerError: attempt {task} was launched before"
+            ) from None
+        except OSError as e:
+            raise LaunchError(
+                f"CannotStartContainerError: cannot make the working directory: {e}"
+            ) from None
+        cgroup = None
+        memory = request["memory_mib"]
+        if self.cgroups is not None and memory:
+            cgroup = self.cgroups.create(task, memory)
+        base = self.base(task)
+        procs = str(cgroup / "cgroup.procs") if cgroup else ""
+        argv = ["sh", "-c", SUPERVISOR, f"shoal-{task}", base, workdir, procs]
+        argv += request["command"]
+        actions = [
+            (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 1, base + ".out", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644),
+            (os.POSIX_SPAWN_DUP2, 1, 2),
+        ]
+        try:
+            # Python ignores SIGPIPE and SIGXFSZ, and ignored signals survive
+            # exec: a job gets the defaults, as in a container (`yes | head`).
+            pid = os.posix_spawn(
+                "/bin/sh",
+                argv,
+                request["environment"],
+                file_actions=actions,
+                setsid=True,
+                setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD),
+            )
+        except OSError as e:
+            raise LaunchError(f"CannotStartContainerError: {e}") from None
+        return {"task": task, "pid": pid, "cgroup": str(cgroup) if cgroup else None}
+
+    def _make_workdir(self, path: str) -> None:
+        if os.path.lexists(path):
+            raise FileExistsError(path)
+        while self._spare:
+            try:
+                os.rename(self._pool / self._spare.pop(), path)
+                return
+            except OSError:
+                continue
+        os.mkdir(path)
+
+    # -- cleaning up ----------------------------------------------------------
+    def clean(self, task: str, cgroup: str | None) -> None:
+        """Remove a finished attempt's files and cgroup."""
+        self._drop_workdir(self.workdir(task))
+        base = self.base(task)
+        for suffix in (".out", ".started", ".exit", ".pumped"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(base + suffix)
+        if self.cgroups is not None and cgroup:
+            self.cgroups.remove(Path(cgroup))
+
+    def _drop_workdir(self, path: str) -> None:
+        """Back to the pool if the job left it empty, else removed."""
+        try:
+            with os.scandir(path) as entries:
+                empty = next(entries, None) is None
+            if empty and len(self._spare) < _POOL_SIZE:
+                os.chmod(path, 0o755)
+                self._pool_serial += 1
+                name = str(self._pool_serial)
+                os.rename(path, self._pool / name)
+                self._spare.append(name)
+                return
+        except FileNotFoundError:
+            return
+        except OSError:
+            pass
+        shutil.rmtree(path, ignore_errors=True)
+
+    def tasks(self) -> set[str]:
+        """Task ids that have files or a cgroup here."""
+        tasks = {entry.split(".", 1)[0] for entry in os.listdir(self.root)}
+        tasks |= {entry.split(".", 1)[0] for entry in os.listdir(self.run)}
+        if self.cgroups is not None and self.cgroups.root is not None:
+            with contextlib.suppress(OSError):
+                tasks |= {p.name for p in self.cgroups.root.iterdir() if p.is_dir()}
+        tasks.discard("")  # the pool
+        return tasks

@@ -1,0 +1,196 @@
+"""The process executor's files and helper process, against a live server.
+
+- the launcher process: killed mid-run, the jobs it started finish and new
+  jobs still start (in the server itself);
+- the run directory on tmpfs: gone after a host restart, the jobs that were
+  running are failed as on the loss of a host, never restarted in place;
+- empty log streams share one file until their first write;
+- working directories are reused only empty.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Server
+from engine_support import (
+    describe,
+    job_log,
+    log_lines,
+    make_env,
+    read_pid,
+    restart,
+    sh,
+    shutdown,
+    start_engine_server,
+    submit,
+    wait_for,
+    wait_gone,
+    wait_until,
+)
+
+from shoal.runtime import host_name, run_dir
+
+HOST_TERMINATED = "Host EC2"
+
+
+@pytest.fixture
+def servers() -> Any:
+    started: list[Server] = []
+    yield started
+    for server in started:
+        shutdown(server)
+
+
+def children(pid: int) -> list[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(p) for p in text.split()]
+
+
+def launcher_pid(server: Server) -> int:
+    assert server.proc is not None
+    for pid in children(server.proc.pid):
+        if b"shoal.executors.launcher" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return pid
+    raise AssertionError("the server has no launcher process")
+
+
+def test_jobs_survive_the_launcher_and_later_jobs_still_start(
+    tmp_path: Path, servers: list[Server]
+) -> None:
+    server = start_engine_server(tmp_path, "--host-vcpus", "8")
+    servers.append(server)
+    batch, logs = server.client("batch"), server.client("logs")
+    env = make_env(batch, "l")
+    gate = tmp_path / "gate"
+    running = submit(
+        batch, env, sh(f"echo before; until [ -e {gate} ]; do sleep 0.05; done; echo after")
+    )
+    wait_for(batch, running, "RUNNING")
+
+    launcher = launcher_pid(server)
+    os.kill(launcher, signal.SIGKILL)
+    wait_gone(launcher)
+    gate.touch()
+    detail = wait_for(batch, running)
+    assert detail["status"] == "SUCCEEDED", detail
+    assert job_log(logs, detail) == ["before", "after"]
+
+    later = [submit(batch, env, sh(f"echo job {i}; exit {i}"), name=f"later{i}") for i in range(3)]
+    for i, job_id in enumerate(later):
+        detail = wait_for(batch, job_id)
+        assert detail["container"]["exitCode"] == i, detail
+        assert job_log(logs, detail) == [f"job {i}"]
+
+
+def test_after_a_host_restart_running_jobs_fail_as_on_a_lost_host(
+    tmp_path: Path, servers: list[Server]
+) -> None:
+    run = run_dir(host_name(tmp_path / "data"))
+    if run is None:
+        pytest.skip("no tmpfs run directory on this host")
+    first = start_engine_server(tmp_path, "--host-vcpus", "8")
+    servers.append(first)
+    batch = first.client("batch")
+    env = make_env(batch, "h")
+    pidfile = tmp_path / "pid"
+    marker = tmp_path / "runs"
+    job_id = submit(
+        batch,
+        env,
+        sh(f"echo run >> {marker}; echo $$ > {pidfile}; sleep 30"),
+        retryStrategy={"attempts": 2},
+    )
+    wait_for(batch, job_id, "RUNNING")
+    pid = read_pid(pidfile)
+
+    # A reboot: the server and the job die, and tmpfs is empty afterwards.
+    first.stop(signal.SIGKILL)
+    shutdown(first)
+    wait_gone(pid)
+    shutil.rmtree(run)
+    second = restart(first)
+    servers.append(second)
+    batch = second.client("batch")
+    # The lost attempt is recorded as a host loss, and the retry strategy
+    # decides what follows: here a second attempt, which runs anew.
+    detail = wait_until(lambda: describe(batch, job_id)["attempts"], what="the lost attempt")
+    [lost] = detail
+    assert lost["statusReason"].startswith(HOST_TERMINATED), lost
+    assert "exitCode" not in lost["container"]
+    wait_until(lambda: marker.read_text().splitlines() == ["run", "run"], what="the retry")
+
+
+def test_a_lost_attempt_without_retries_fails(tmp_path: Path, servers: list[Server]) -> None:
+    run = run_dir(host_name(tmp_path / "data"))
+    if run is None:
+        pytest.skip("no tmpfs run directory on this host")
+    first = start_engine_server(tmp_path, "--host-vcpus", "8")
+    servers.append(first)
+    batch = first.client("batch")
+    env = make_env(batch, "h1")
+    pidfile = tmp_path / "pid"
+    job_id = submit(batch, env, sh(f"echo $$ > {pidfile}; sleep 30"))
+    wait_for(batch, job_id, "RUNNING")
+    pid = read_pid(pidfile)
+    first.stop(signal.SIGKILL)
+    shutdown(first)
+    wait_gone(pid)
+    shutil.rmtree(run)
+    second = restart(first)
+    servers.append(second)
+    detail = wait_for(second.client("batch"), job_id, timeout=20)
+    assert detail["status"] == "FAILED", detail
+    assert detail["statusReason"].startswith(HOST_TERMINATED)
+    [attempt] = detail["attempts"]
+    assert attempt["container"]["reason"].startswith("CannotInspectContainerError")
+
+
+def test_empty_streams_stay_empty_when_another_is_written(
+    tmp_path: Path, servers: list[Server]
+) -> None:
+    server = start_engine_server(tmp_path, "--host-vcpus", "8")
+    servers.append(server)
+    batch, logs = server.client("batch"), server.client("logs")
+    env = make_env(batch, "s")
+    quiet = [submit(batch, env, ["true"], name=f"quiet{i}") for i in range(3)]
+    quiet_details = [wait_for(batch, job_id) for job_id in quiet]
+    loud = wait_for(batch, submit(batch, env, sh("echo one; echo two"), name="loud"))
+    assert job_log(logs, loud) == ["one", "two"]
+    streams = {
+        s["logStreamName"]: s
+        for s in logs.describe_log_streams(logGroupName="/aws/batch/job")["logStreams"]
+    }
+    for detail in quiet_details:
+        name = detail["container"]["logStreamName"]
+        assert name in streams  # it exists, as the awslogs driver makes it
+        assert log_lines(logs, name) == []
+        assert streams[name]["storedBytes"] == 0
+    # A later write to an empty stream gives it a file of its own.
+    again = wait_for(batch, submit(batch, env, sh("echo three"), name="again"))
+    assert job_log(logs, again) == ["three"]
+    for detail in quiet_details:
+        assert log_lines(logs, detail["container"]["logStreamName"]) == []
+
+
+def test_each_attempt_starts_in_an_empty_working_directory(
+    tmp_path: Path, servers: list[Server]
+) -> None:
+    server = start_engine_server(tmp_path, "--host-vcpus", "8")
+    servers.append(server)
+    batch, logs = server.client("batch"), server.client("logs")
+    env = make_env(batch, "w")
+    # Jobs one after the other, so that an emptied directory can be reused.
+    for i in range(7):  # the last leaves its directory empty
+        script = "ls -A; mkdir -p sub; echo x > sub/f; echo y > top" if i % 2 else "ls -A"
+        detail = wait_for(batch, submit(batch, env, sh(script), name=f"w{i}"))
+        assert detail["status"] == "SUCCEEDED", detail
+        assert job_log(logs, detail) == [], (i, job_log(logs, detail))
+    pool = tmp_path / "data" / "attempts" / ".pool"
+    wait_until(lambda: any(pool.iterdir()), what="an emptied directory in the pool")
+    assert all(not any(p.iterdir()) for p in pool.iterdir())
