@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -64,6 +65,10 @@ def shutdown(server: Server) -> None:
     if server.proc is not None and server.proc.poll() is None:
         server.stop()
     reap_jobs(server)
+    # tmpfs is memory: what a killed server left there goes with its test.
+    run = run_dir(host_name(server.data_dir))
+    if run is not None:
+        shutil.rmtree(run, ignore_errors=True)
 
 
 @contextlib.contextmanager

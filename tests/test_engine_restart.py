@@ -68,7 +68,7 @@ def servers(tmp_path: Path) -> Any:
     """Every server a test starts is shut down (and its jobs reaped) at the end."""
     started: list[Server] = []
     yield started
-    for server in started:
+    for server in reversed(started):  # the newest first: it may share a data dir
         shutdown(server)
 
 
