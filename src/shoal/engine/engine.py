@@ -31,7 +31,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +52,7 @@ from shoal.executors.base import (
     FAILED_TO_START,
     Executor,
     Exit,
+    Handle,
     LaunchError,
     LaunchSpec,
 )
@@ -89,6 +90,10 @@ class Attempt:
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
+async def _raise(error: Exception) -> Handle:
+    raise error
+
+
 class Engine:
     def __init__(
         self,
@@ -106,11 +111,11 @@ class Engine:
         self.default_executor = default_executor
         self.host = host
         self.kill_grace_seconds = kill_grace_seconds
-        self._wake = asyncio.Event()
+        self._cycle_requested = False
+        self._running = False
         self._attempts: dict[str, Attempt] = {}
         self._ce_used: dict[str, Usage] = {}
         self._host_used = Usage()
-        self._loop_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._exits: list[tuple[Attempt, Exit, int | None]] = []
         self._marks: list[tuple[Job, Attempt, LaunchSpec, int]] = []
@@ -137,14 +142,13 @@ class Engine:
             sweep = getattr(executor, "sweep", None)
             if sweep is not None:
                 sweep(keep)
-        self._loop_task = asyncio.create_task(self._run(), name="shoal-engine")
+        self._running = True
         self.wake()
 
     async def stop(self) -> None:
         """Stop dispatching. Running jobs keep running; a restart reattaches."""
+        self._running = False
         tasks = [a.task for a in self._attempts.values() if a.task is not None]
-        if self._loop_task is not None:
-            tasks.append(self._loop_task)
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -164,12 +168,12 @@ class Engine:
     def _capacity_changed(self) -> None:
         """Capacity was freed: queues blocked so far may move."""
         self._epoch += 1
-        self._wake.set()
+        self._request_cycle()
 
     def submitted(self) -> None:
         """New jobs only: queues already blocked stay blocked."""
         self._new_jobs = True
-        self._wake.set()
+        self._request_cycle()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run `coro` in the background, keeping a reference until it ends."""
@@ -189,20 +193,23 @@ class Engine:
             self._spawn(self._stop(attempt))
 
     # -- the loop -------------------------------------------------------------
-    async def _run(self) -> None:
-        while True:
-            await self._wake.wait()
-            # Event.wait() returns without yielding when the event is already
-            # set: yield here, or a busy engine would starve the API.
-            await asyncio.sleep(0)
-            self._wake.clear()
-            try:
-                if self._cycle():
-                    self._wake.set()
-            except Exception:
-                log.exception("engine cycle failed; retrying on the next wake-up")
-                await asyncio.sleep(0.5)
-                self._wake.set()
+    def _request_cycle(self) -> None:
+        """Run a cycle soon: once per turn of the event loop at most, so the
+        API is served between cycles however busy the engine is."""
+        if not self._cycle_requested and self._running:
+            self._cycle_requested = True
+            asyncio.get_running_loop().call_soon(self._run_cycle)
+
+    def _run_cycle(self) -> None:
+        self._cycle_requested = False
+        if not self._running:
+            return
+        try:
+            if self._cycle():
+                self._request_cycle()
+        except Exception:
+            log.exception("engine cycle failed; retrying in 0.5 s")
+            asyncio.get_running_loop().call_later(0.5, self._request_cycle)
 
     def _cycle(self) -> bool:
         """One pass in one transaction: record launches and exits queued since
@@ -254,7 +261,22 @@ class Engine:
             raise
         self._forget(exits)
         if placed:
-            self._spawn(self._start(placed))
+            # Launches begin now (an executor may send its request at once);
+            # the rest waits for them in a task.
+            specs: list[LaunchSpec | None] = []
+            launches: list[Awaitable[Handle]] = []
+            for job, attempt in placed:
+                try:
+                    spec = self._launch_spec(
+                        job, attempt, int(job.runtime.get("attemptNumber", 0)) + 1
+                    )
+                    launches.append(attempt.executor.launch(spec))
+                    specs.append(spec)
+                except Exception as e:  # recorded as a failed launch, never left STARTING
+                    log.exception("launching job %s failed", job.job_id)
+                    launches.append(_raise(e))
+                    specs.append(None)
+            self._spawn(self._start(placed, specs, launches))
         return more
 
     def _unclaim(self, placed: list[tuple[Job, Attempt]]) -> None:
@@ -546,19 +568,15 @@ class Engine:
             log_stream=f"{prefix}/default/{attempt.task_id}",
         )
 
-    async def _start(self, placed: list[tuple[Job, Attempt]]) -> None:
-        """Launch placed attempts, then record them RUNNING in one transaction."""
-        specs = [
-            self._launch_spec(job, attempt, int(job.runtime.get("attemptNumber", 0)) + 1)
-            for job, attempt in placed
-        ]
-        results = await asyncio.gather(
-            *(
-                attempt.executor.launch(spec)
-                for (_, attempt), spec in zip(placed, specs, strict=True)
-            ),
-            return_exceptions=True,
-        )
+    async def _start(
+        self,
+        placed: list[tuple[Job, Attempt]],
+        specs: list[LaunchSpec | None],
+        launches: list[Awaitable[Handle]],
+    ) -> None:
+        """Wait for placed attempts to launch, then watch them; they are
+        recorded RUNNING by the next cycle."""
+        results = await asyncio.gather(*launches, return_exceptions=True)
         launched: list[tuple[Job, Attempt, LaunchSpec]] = []
         for (job, attempt), spec, result in zip(placed, specs, results, strict=True):
             if isinstance(result, BaseException):
@@ -570,6 +588,7 @@ class Engine:
                 failed = Exit(exit_code=None, reason=reason, status_reason=FAILED_TO_START)
                 self._record_exit(attempt, failed, started_at=None)
                 continue
+            assert spec is not None
             attempt.handle = result
             launched.append((job, attempt, spec))
         if not launched:
@@ -652,7 +671,7 @@ class Engine:
     def _schedule_flush(self) -> None:
         # The next engine cycle records them, in the transaction that places
         # the jobs their ends make room for.
-        self._wake.set()
+        self._request_cycle()
 
     def _write_flush(
         self,

@@ -8,6 +8,7 @@ only has the persisted handle.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -55,11 +56,14 @@ class LaunchError(Exception):
 class Executor(Protocol):
     name: str
 
-    async def launch(self, spec: LaunchSpec) -> Handle:
-        """Start the attempt and return a JSON-able handle that identifies it.
+    def launch(self, spec: LaunchSpec) -> Awaitable[Handle]:
+        """Start the attempt; the awaitable gives a JSON-able handle that
+        identifies it. (`async def` does; an executor may also begin at once,
+        at the call, and return what finishes the launch.)
 
-        Raises LaunchError when it cannot start. Launching the same task id
-        twice is an error: an attempt runs at most once."""
+        The awaitable raises LaunchError when the attempt cannot start.
+        Launching the same task id twice is an error: an attempt runs at most
+        once."""
         ...
 
     async def wait(self, handle: Handle) -> Exit:

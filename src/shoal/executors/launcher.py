@@ -70,18 +70,20 @@ class Launcher:
         self._loop.add_reader(self.sock.fileno(), self._on_readable)
         self.alive = True
 
-    async def launch(self, request: LaunchRequest) -> tuple[Launched, int]:
-        """(what was launched, a pidfd of its supervisor); LaunchError, or
-        LauncherLost if the launcher ended before answering."""
-        if not self.alive:
-            raise LauncherLost(request["task"])
+    def launch(self, request: LaunchRequest) -> asyncio.Future[tuple[Launched, int]]:
+        """Send the request now; the future gives (what was launched, a pidfd
+        of its supervisor), or raises LaunchError, or LauncherLost if the
+        launcher ended before answering."""
         future: asyncio.Future[tuple[Launched, int]] = self._loop.create_future()
+        if not self.alive:
+            future.set_exception(LauncherLost(request["task"]))
+            return future
         self._pending.append((request["task"], future))
         try:
             self.sock.send(orjson.dumps({"op": "launch", **request}))
         except OSError:
             self._lost()
-        return await future
+        return future
 
     def clean(self, task: str, cgroup: str | None) -> bool:
         """Ask for an attempt's files to be removed; False if it cannot be asked."""

@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -48,6 +49,14 @@ def _alive(pid: int, task_id: str) -> bool:
     except OSError:
         return False
     return task_id.encode() in cmdline and state != "Z"
+
+
+async def _done(handle: Handle) -> Handle:
+    return handle
+
+
+async def _fail(error: LaunchError) -> Handle:
+    raise error
 
 
 def _read_offset(mark: Path) -> int:
@@ -110,7 +119,9 @@ class ProcessExecutor:
         return self.files.base(task)
 
     # -- launching ------------------------------------------------------------
-    async def launch(self, spec: LaunchSpec) -> Handle:
+    def launch(self, spec: LaunchSpec) -> Awaitable[Handle]:
+        """Sends the launcher its request at once (or launches here, when there
+        is no launcher); the coroutine returned waits for the answer."""
         env = {k: v for k in ("PATH", "HOME", "LANG", "LC_ALL") if (v := os.environ.get(k))}
         env.update(spec.environment)
         request: LaunchRequest = {
@@ -122,14 +133,22 @@ class ProcessExecutor:
             "log_stream": spec.log_stream,
         }
         if self._launcher is not None and self._launcher.alive:
-            try:
-                launched, pidfd = await self._launcher.launch(request)
-            except LauncherLost:
-                return self._resolve_lost(spec)
-            self._pidfds[spec.task_id] = pidfd
-        else:
+            return self._finish_launch(self._launcher.launch(request), spec)
+        try:
             launched = self.files.launch(request)
-            self._children.add(launched["pid"])
+        except LaunchError as e:
+            return _fail(e)
+        self._children.add(launched["pid"])
+        return _done(self._handle(launched, spec))
+
+    async def _finish_launch(
+        self, answer: asyncio.Future[tuple[Launched, int]], spec: LaunchSpec
+    ) -> Handle:
+        try:
+            launched, pidfd = await answer
+        except LauncherLost:
+            return self._resolve_lost(spec)
+        self._pidfds[spec.task_id] = pidfd
         return self._handle(launched, spec)
 
     def _handle(self, launched: Launched, spec: LaunchSpec) -> Handle:
