@@ -11,6 +11,8 @@ Prints
   boto3, whose own cost (about 1.5 ms of CPU per call) competes with the jobs
   for this machine's two cores, and submitted with a plain keep-alive HTTP
   client, which leaves the cores to shoal and the jobs;
+- the same jobs run after all were queued (the engine and executor alone,
+  no submissions competing for the server);
 - submit-to-RUNNING latency on an idle server (server-side: startedAt -
   createdAt of each job), p50 and p99.
 """
@@ -177,6 +179,26 @@ def throughput(shoal: Shoal, jobs: int, *, raw: bool, threads: int = 2) -> tuple
     return total / elapsed, total / (max(submitted_at) - t0)
 
 
+def run_only(shoal: Shoal, jobs: int) -> float:
+    """jobs/s running `jobs` jobs queued beforehand (the compute environment
+    disabled while they are submitted): the engine and executor alone."""
+    batch = shoal.client()
+    batch.update_compute_environment(computeEnvironment="bench", state="DISABLED")
+    raw = RawClient(shoal.port)
+    for i in range(jobs):
+        raw.submit_job(jobName=f"q{i}", jobQueue="bench", jobDefinition="true")
+    db = shoal.data_dir / "shoal.db"
+    done_before = count_status(db, "SUCCEEDED")
+    t0 = time.perf_counter()
+    batch.update_compute_environment(computeEnvironment="bench", state="ENABLED")
+    deadline = time.monotonic() + 600
+    while count_status(db, "SUCCEEDED") < done_before + jobs:
+        if time.monotonic() > deadline:
+            raise RuntimeError("jobs did not finish")
+        time.sleep(0.01)
+    return jobs / (time.perf_counter() - t0)
+
+
 def latency(shoal: Shoal, samples: int) -> list[float]:
     """Server-side submit-to-RUNNING (startedAt - createdAt) on an idle server, ms."""
     batch = shoal.client()
@@ -219,6 +241,11 @@ def main() -> None:
                 f"{rate / spawn:.2f} (targets >= {TARGET_RATE:.0f} jobs/s and "
                 f">= {TARGET_RATIO:.2f}) {ok}"
             )
+        rate = run_only(shoal, jobs)
+        print(
+            f"run only ({jobs} jobs queued first, then their compute environment enabled): "
+            f"{rate:.0f} jobs/s; ratio to bare spawn {rate / spawn:.2f}"
+        )
         lat = sorted(latency(shoal, samples))
         p50 = statistics.median(lat)
         p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
