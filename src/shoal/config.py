@@ -33,5 +33,7 @@ class Settings:
     # What this host offers jobs of host-bound executors; None = all of it.
     host_vcpus: float | None = None
     host_memory_mib: int | None = None
+    # How long SUCCEEDED and FAILED jobs stay visible (AWS: at least 7 days).
+    job_retention_seconds: float = 7 * 24 * 3600.0
     # How often a running job's output is moved into the log store.
     log_poll_seconds: float = 0.2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from shoal.engine.engine import Engine
 from shoal.executors.cgroups import MemoryCgroups
 from shoal.executors.process import ProcessExecutor
 from shoal.logs.store import LogStore
+from shoal.service import retention
 from shoal.service.context import Context
 from shoal.store.sqlite import SqliteStore
 
@@ -62,8 +64,13 @@ def build(settings: Settings) -> Runtime:
     ctx = Context(store=store, clock=SystemClock(), settings=settings)
     logs = LogStore(settings.data_dir / "logs")
     runtime = Runtime(ctx=ctx, app=ShoalApp(ctx, logs=logs), logs=logs)
+    background: list[asyncio.Task[None]] = []
 
     async def startup() -> None:
+        purge = asyncio.create_task(
+            retention.purge_forever(ctx, settings.job_retention_seconds), name="shoal-purge"
+        )
+        background.append(purge)
         if not settings.engine:
             return
         name = host_name(settings.data_dir)
@@ -89,6 +96,8 @@ def build(settings: Settings) -> Runtime:
         await engine.start()
 
     async def shutdown() -> None:
+        for task in background:
+            task.cancel()
         if runtime.engine is not None:
             await runtime.engine.stop()
         store.close()

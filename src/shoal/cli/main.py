@@ -74,6 +74,13 @@ def cli() -> None:
     default=None,
     help="Memory this host offers to jobs [default: its RAM].",
 )
+@click.option(
+    "--job-retention-seconds",
+    type=click.FloatRange(min=0.1),
+    default=7 * 24 * 3600.0,
+    show_default=True,
+    help="How long finished jobs stay visible before they are purged (AWS: 7 days).",
+)
 @click.option("--log-level", default="info", show_default=True)
 def server(
     host: str,
@@ -88,6 +95,7 @@ def server(
     kill_grace_seconds: float,
     host_vcpus: float | None,
     host_memory_mib: int | None,
+    job_retention_seconds: float,
     log_level: str,
 ) -> None:
     """Run the shoal server in the foreground."""
@@ -109,6 +117,7 @@ def server(
         kill_grace_seconds=kill_grace_seconds,
         host_vcpus=host_vcpus,
         host_memory_mib=host_memory_mib,
+        job_retention_seconds=job_retention_seconds,
     )
     runtime = build(settings)
     click.echo(

@@ -47,6 +47,7 @@ from shoal.domain.records import (
 )
 from shoal.domain.retry import AttemptOutcome, Decision, decide
 from shoal.engine.capacity import Limits, Usage, ce_limits, describe_free, describe_need
+from shoal.engine.pending import Pending
 from shoal.executors.base import (
     ESSENTIAL_EXITED,
     FAILED_TO_START,
@@ -63,8 +64,6 @@ from shoal.store.base import Transaction
 log = logging.getLogger("shoal.engine")
 
 TIMEOUT_REASON = "Job attempt duration exceeded timeout"
-DEPENDENCY_FAILED = "Dependent Job failed"
-_BATCH = 500
 _TOPOLOGY_TTL = 1.0
 _REASON_AFTER_MS = 500  # a RUNNABLE job blocked this long gets a CAPACITY statusReason
 _HEAD = 256  # at most this many RUNNABLE jobs are read per step when placing a queue
@@ -127,8 +126,7 @@ class Engine:
         self._topology_version = 0
         self._reason_timer: asyncio.TimerHandle | None = None
         self._new_jobs = True
-        self._evaluated_epoch = -1
-        self._pending_epoch = -1
+        self._pending = Pending()
         self._blocked: dict[str, int] = {}
         self._topology: tuple[int, float, list[JobQueue], dict[str, ComputeEnvironment]] | None = (
             None
@@ -163,6 +161,7 @@ class Engine:
         """Something placement depends on changed (the control plane, a job's
         state): read queues and compute environments again, look at every queue."""
         self._topology_version += 1
+        self._pending.changed_elsewhere()
         self._capacity_changed()
 
     def _capacity_changed(self) -> None:
@@ -223,7 +222,7 @@ class Engine:
             not marks
             and not exits
             and not self._new_jobs
-            and self._evaluated_epoch == self._epoch
+            and not self._pending.busy()
             and cached is not None
             and cached[0] == self._topology_version
             and all(self._blocked.get(q.name) == self._epoch for q in cached[2])
@@ -242,13 +241,16 @@ class Engine:
                     freed = True
                     self._epoch += 1
                 more = False
-                if self._new_jobs or self._evaluated_epoch != self._epoch:
-                    self._new_jobs = False
-                    self._evaluated_epoch = self._epoch
-                    more = self._evaluate_submitted(tx, now)
-                    self._new_jobs = more
+                if self._new_jobs or self._pending.busy():
+                    new_jobs, self._new_jobs = self._new_jobs, False
+                    more = self._pending.step(tx, now, new_jobs=new_jobs)
+                    self._new_jobs = new_jobs and more
+                    for queue in self._pending.new_runnable:
+                        # An older job may now head the queue: look again.
+                        self._blocked.pop(queue, None)
                 self._place(tx, placed, now)
         except BaseException:
+            self._pending.forget_step()
             self._unclaim(placed)
             for attempt, previous in before:
                 attempt.job = previous
@@ -290,59 +292,6 @@ class Engine:
     def _executor_for(self, ce: ComputeEnvironment) -> Executor:
         name = ce.tags.get("shoal:executor", self.default_executor)
         return self.executors.get(name) or self.executors[self.default_executor]
-
-    # -- SUBMITTED -> PENDING | RUNNABLE | FAILED -------------------------------
-    def _evaluate_submitted(self, tx: Transaction, now: int) -> bool:
-        """New jobs (a batch of them), and every PENDING job when something may
-        have finished; True if there is more to evaluate at once."""
-        submitted = [j for _, j in tx.jobs_in_status((JobStatus.SUBMITTED,), _BATCH)]
-        more = len(submitted) == _BATCH
-        changed = self._evaluate(tx, submitted, now)
-        if self._pending_epoch != self._epoch:
-            self._pending_epoch = self._epoch
-            cursor = 0
-            while page := tx.jobs_in_status((JobStatus.PENDING,), _BATCH, cursor):
-                cursor = page[-1][0]
-                changed |= self._evaluate(tx, [j for _, j in page], now)
-        if changed:
-            # A job failed for its dependencies: its own dependents are next.
-            self._epoch += 1
-            more = True
-        return more
-
-    def _evaluate(self, tx: Transaction, jobs: list[Job], now: int) -> bool:
-        """Dependencies decide PENDING, RUNNABLE or FAILED; True if one FAILED."""
-        deps = tx.get_jobs(
-            [
-                d["jobId"].split(":")[0]
-                for j in jobs
-                for d in j.spec.get("dependsOn", [])
-                if d.get("jobId")
-            ]
-        )
-        failed = False
-        for job in jobs:
-            status, reason = self._dependency_status(job, deps)
-            if status is job.status:
-                continue
-            changes: dict[str, Any] = {"status": status, "status_reason": reason}
-            runtime = dict(job.runtime)
-            if status is JobStatus.RUNNABLE:
-                runtime["runnableAt"] = now
-            if status is JobStatus.FAILED:
-                changes["stopped_at"] = now
-                failed = True
-            tx.update_job(dataclasses.replace(job, **changes, runtime=runtime), job.status)
-        return failed
-
-    @staticmethod
-    def _dependency_status(job: Job, deps: dict[str, Job]) -> tuple[JobStatus, str | None]:
-        ids = [d["jobId"].split(":")[0] for d in job.spec.get("dependsOn", []) if d.get("jobId")]
-        if any(deps[i].status is JobStatus.FAILED for i in ids if i in deps):
-            return JobStatus.FAILED, DEPENDENCY_FAILED
-        if all(i in deps and deps[i].status is JobStatus.SUCCEEDED for i in ids):
-            return JobStatus.RUNNABLE, None
-        return JobStatus.PENDING, None
 
     # -- placement ------------------------------------------------------------
     def _read_topology(
@@ -553,6 +502,8 @@ class Engine:
         )
         if "arrayIndex" in job.spec:
             env["AWS_BATCH_JOB_ARRAY_INDEX"] = str(job.spec["arrayIndex"])
+            # Not set by AWS (a long-standing feature request); harmless to add.
+            env["AWS_BATCH_JOB_ARRAY_SIZE"] = str(job.spec.get("arraySize", ""))
         return LaunchSpec(
             job_id=job.job_id,
             attempt=number,
@@ -693,6 +644,8 @@ class Engine:
                 fresh = tx.get_jobs([attempt.job_id])[attempt.job_id]
                 after = self._after_exit(fresh, attempt, exit_, started_at, now)
                 tx.set_job_state(after, fresh.status)
+            if after.status.terminal:
+                self._pending.ended(after)
 
     def _forget(self, exits: list[tuple[Attempt, Exit, int | None]]) -> None:
         """After recorded exits commit: their attempts and files go."""
@@ -713,6 +666,7 @@ class Engine:
             with self.ctx.store.transaction() as tx:
                 self._write_flush(tx, marks, exits, now)
         except Exception:
+            self._pending.forget_step()
             for attempt, previous in before:
                 attempt.job = previous
             if marks:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from shoal.domain import arrays
 from shoal.domain.errors import InvalidRequest, NotFound
 from shoal.domain.limits import MAX_BULK_JOBS, MAX_DESCRIBE_JOBS, check_reason
 from shoal.domain.records import Job, JobStatus, Json
@@ -20,10 +21,17 @@ def describe(ctx: Context, req: Json) -> Json:
     now = ctx.clock.now_ms()
     with ctx.store.read() as tx:
         found = tx.get_jobs(ids)
+        counts = tx.child_counts([j.job_id for j in found.values() if j.array_size is not None])
     arns = ctx.arns
     return {
         "jobs": [
-            views.job_detail(job, arns, queue_arn=arns.job_queue(job.queue), now_ms=now)
+            views.job_detail(
+                job,
+                arns,
+                queue_arn=arns.job_queue(job.queue),
+                now_ms=now,
+                child_counts=counts.get(job.job_id),
+            )
             for job_id in dict.fromkeys(ids)
             if (job := found.get(job_id)) is not None
         ]
@@ -111,7 +119,13 @@ def list_jobs(ctx: Context, req: Json) -> Json:
                 limit=limit,
             )
         )
-    out: Json = {"jobSummaryList": [views.job_summary(job, ctx.arns, now) for _, job in rows]}
+        counts = tx.child_counts([j.job_id for _, j in rows if j.array_size is not None])
+    out: Json = {
+        "jobSummaryList": [
+            views.job_summary(job, ctx.arns, now, child_counts=counts.get(job.job_id))
+            for _, job in rows
+        ]
+    }
     if len(rows) == limit:
         out["nextToken"] = pagination.encode("ListJobs", rows[-1][0])
     return out
@@ -124,13 +138,19 @@ def _get(tx: Transaction, job_id: str) -> Job:
     return job
 
 
-def _stop(tx: Transaction, job: Job, reason: str, *, terminate: bool, now_ms: int) -> None:
-    """Cancel (terminate=False) or terminate one job, per AWS's table:
+def _stop(tx: Transaction, job: Job, reason: str, *, terminate: bool, now_ms: int) -> list[str]:
+    """Cancel (terminate=False) or terminate one job, per AWS's table; the ids
+    of STARTING/RUNNING jobs the engine must stop.
 
-    queued jobs fail at once with the caller's reason; CancelJob leaves a
+    Queued jobs fail at once with the caller's reason; CancelJob leaves a
     STARTING or RUNNING job alone, TerminateJob asks the engine to stop it;
-    finished jobs are left as they are.
+    finished jobs are left as they are. An array parent passes it on to every
+    child (those not made yet are born FAILED) and ends when they all have;
+    one whose children were never made (it was still waiting for its own
+    dependencies) just fails.
     """
+    if job.array_size is not None and arrays.MADE in job.runtime:
+        return _stop_array(tx, job, reason, terminate=terminate, now_ms=now_ms)
     if job.status.queued:
         stopped = dataclasses.replace(
             job,
@@ -144,15 +164,38 @@ def _stop(tx: Transaction, job: Job, reason: str, *, terminate: bool, now_ms: in
             raise InvalidRequest(f"Job {job.job_id} changed state; try again.")
     elif terminate and not job.status.terminal:
         tx.update_job(dataclasses.replace(job, terminate_requested=reason), job.status)
+        return [job.job_id]
+    return []
+
+
+def _stop_array(
+    tx: Transaction, parent: Job, reason: str, *, terminate: bool, now_ms: int
+) -> list[str]:
+    if parent.status.terminal or parent.runtime.get(arrays.STOP):
+        return []
+    runtime = {**parent.runtime, arrays.STOP: {"reason": reason, "terminate": terminate}}
+    stopped = dataclasses.replace(
+        parent, runtime=runtime, is_cancelled=not terminate, is_terminated=terminate
+    )
+    if not tx.update_job(stopped, parent.status):
+        raise InvalidRequest(f"Job {parent.job_id} changed state; try again.")
+    running: list[str] = []
+    cursor = 0
+    unfinished = [s for s in JobStatus if not s.terminal]
+    while page := tx.child_jobs(parent.job_id, unfinished, 1000, cursor):
+        cursor = page[-1][0]
+        for _, child in page:
+            running += _stop(tx, child, reason, terminate=terminate, now_ms=now_ms)
+    return running
 
 
 def _stop_one(ctx: Context, req: Json, *, terminate: bool) -> Json:
     check_reason(req["reason"])
     with ctx.store.transaction() as tx:
         job = _get(tx, req["jobId"])
-        _stop(tx, job, req["reason"], terminate=terminate, now_ms=ctx.clock.now_ms())
-    if terminate and job.status in (JobStatus.STARTING, JobStatus.RUNNING):
-        ctx.notifier.terminate(job.job_id, req["reason"])
+        running = _stop(tx, job, req["reason"], terminate=terminate, now_ms=ctx.clock.now_ms())
+    for job_id in running:
+        ctx.notifier.terminate(job_id, req["reason"])
     ctx.notifier.wake()  # a queue's head may have changed
     return {}
 
@@ -171,15 +214,14 @@ def _stop_many(ctx: Context, req: Json, *, terminate: bool) -> Json:
         raise InvalidRequest(f"At most {MAX_BULK_JOBS} jobs can be given at once; got {len(ids)}.")
     check_reason(req["reason"])
     now = ctx.clock.now_ms()
+    running: list[str] = []
     with ctx.store.transaction() as tx:
         found = tx.get_jobs(ids)
         for job_id in dict.fromkeys(ids):
             if (job := found.get(job_id)) is not None:
-                _stop(tx, job, req["reason"], terminate=terminate, now_ms=now)
-    if terminate:
-        for job in found.values():
-            if job.status in (JobStatus.STARTING, JobStatus.RUNNING):
-                ctx.notifier.terminate(job.job_id, req["reason"])
+                running += _stop(tx, job, req["reason"], terminate=terminate, now_ms=now)
+    for job_id in running:
+        ctx.notifier.terminate(job_id, req["reason"])
     ctx.notifier.wake()
     # Unknown ids count as successful, as AWS reports them.
     return {"successful": list(dict.fromkeys(ids)), "errors": []}

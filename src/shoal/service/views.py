@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from shoal.domain import arrays
 from shoal.domain.arns import Arns
 from shoal.domain.records import (
     ComputeEnvironment,
     Job,
     JobDefinition,
     JobQueue,
-    JobStatus,
     Json,
     SchedulingPolicy,
 )
@@ -122,17 +122,21 @@ def _container_detail(job: Job) -> Json | None:
 
 
 def array_summary(job: Job, counts: dict[str, int] | None, now_ms: int) -> Json:
-    summary = {status.value: 0 for status in JobStatus}
-    if counts:
-        summary.update(counts)
     return {
         "size": job.array_size,
-        "statusSummary": summary,
-        "statusSummaryLastUpdatedAt": job.runtime.get("summaryUpdatedAt", now_ms),
+        "statusSummary": arrays.status_summary(job, counts or {}),
+        "statusSummaryLastUpdatedAt": now_ms,  # counted as this answer was made
     }
 
 
-def job_detail(job: Job, arns: Arns, *, queue_arn: str, now_ms: int) -> Json:
+def job_detail(
+    job: Job,
+    arns: Arns,
+    *,
+    queue_arn: str,
+    now_ms: int,
+    child_counts: dict[str, int] | None = None,
+) -> Json:
     spec = job.spec
     doc: Json = {
         "jobArn": arns.job(job.job_id),
@@ -163,14 +167,16 @@ def job_detail(job: Job, arns: Arns, *, queue_arn: str, now_ms: int) -> Json:
         "isTerminated": job.is_terminated or None,
     }
     if job.array_size is not None:
-        doc["arrayProperties"] = array_summary(job, job.runtime.get("childCounts"), now_ms)
+        doc["arrayProperties"] = array_summary(job, child_counts, now_ms)
         doc["attempts"] = []
     elif "arrayIndex" in spec:
         doc["arrayProperties"] = {"index": spec["arrayIndex"]}
     return _drop_none(doc)
 
 
-def job_summary(job: Job, arns: Arns, now_ms: int) -> Json:
+def job_summary(
+    job: Job, arns: Arns, now_ms: int, *, child_counts: dict[str, int] | None = None
+) -> Json:
     spec = job.spec
     runtime_container = job.runtime.get("container") or {}
     container = {k: runtime_container[k] for k in ("exitCode", "reason") if k in runtime_container}
@@ -190,7 +196,7 @@ def job_summary(job: Job, arns: Arns, now_ms: int) -> Json:
         "isTerminated": job.is_terminated or None,
     }
     if job.array_size is not None:
-        doc["arrayProperties"] = array_summary(job, job.runtime.get("childCounts"), now_ms)
+        doc["arrayProperties"] = array_summary(job, child_counts, now_ms)
     elif "arrayIndex" in spec:
         doc["arrayProperties"] = {"index": spec["arrayIndex"]}
     return _drop_none(doc)

@@ -129,6 +129,26 @@ class Transaction(Protocol):
         """The id of the job whose SubmitJob carried invocation id `token`, if any."""
         ...
 
+    # -- array jobs and retention ----------------------------------------------
+    def insert_jobs(self, jobs: Sequence[Job]) -> None:
+        """Insert many new jobs at once (array children)."""
+        ...
+
+    def child_counts(self, parent_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        """Per array parent: how many of its (materialised) children are in each status."""
+        ...
+
+    def child_jobs(
+        self, parent_id: str, statuses: Sequence[JobStatus], limit: int, after_seq: int = 0
+    ) -> list[tuple[int, Job]]:
+        """(seq, child) of an array parent in `statuses`, seq above `after_seq`, in seq order."""
+        ...
+
+    def purge_jobs(self, stopped_before: int, limit: int) -> int:
+        """Delete up to `limit` of the oldest finished jobs that stopped before
+        `stopped_before` (epoch ms); how many went."""
+        ...
+
 
 class Store(Protocol):
     def transaction(self) -> AbstractContextManager[Transaction]:

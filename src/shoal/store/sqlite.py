@@ -397,6 +397,77 @@ class SqliteTransaction:
         row = self._c.execute("SELECT job_id FROM jobs WHERE token = ?", (token,)).fetchone()
         return None if row is None else str(row[0])
 
+    # -- array jobs and retention ----------------------------------------------
+    def insert_jobs(self, jobs: Sequence[Job]) -> None:
+        self._c.executemany(
+            "INSERT INTO jobs (job_id, job_name, queue, def_name, def_rev, status, "
+            "status_reason, created_at, started_at, stopped_at, share_identifier, "
+            "array_parent, array_size, is_cancelled, is_terminated, spec, runtime, tags, token) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+            [
+                (
+                    job.job_id,
+                    job.job_name,
+                    job.queue,
+                    job.definition_name,
+                    job.definition_revision,
+                    job.status.value,
+                    job.status_reason,
+                    job.created_at,
+                    job.started_at,
+                    job.stopped_at,
+                    job.share_identifier,
+                    job.array_parent,
+                    job.array_size,
+                    int(job.is_cancelled),
+                    int(job.is_terminated),
+                    codec.dumps(job.spec),
+                    codec.dumps(job.runtime),
+                    codec.dumps(job.tags),
+                )
+                for job in jobs
+            ],
+        )
+
+    def child_counts(self, parent_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        counts: dict[str, dict[str, int]] = {p: {} for p in parent_ids}
+        for part in chunks(list(dict.fromkeys(parent_ids)), 500):
+            marks = ",".join("?" * len(part))
+            rows = self._c.execute(
+                f"SELECT array_parent, status, count(*) FROM jobs "
+                f"WHERE array_parent IN ({marks}) GROUP BY array_parent, status",
+                tuple(part),
+            ).fetchall()
+            for parent, status, n in rows:
+                counts[parent][status] = n
+        return counts
+
+    def child_jobs(
+        self, parent_id: str, statuses: Sequence[JobStatus], limit: int, after_seq: int = 0
+    ) -> list[tuple[int, Job]]:
+        marks = ",".join("?" * len(statuses))
+        rows = self._c.execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE array_parent = ? AND status IN ({marks}) "
+            "AND seq > ? ORDER BY seq LIMIT ?",
+            (parent_id, *(s.value for s in statuses), after_seq, limit),
+        ).fetchall()
+        return [(r[0], _job_from_row(r)) for r in rows]
+
+    def purge_jobs(self, stopped_before: int, limit: int) -> int:
+        # Only the `limit` oldest finished jobs (by seq, through the (status,
+        # seq) index) are looked at: bounded work however many are stored. A
+        # job that finished long after it was created may outlive its
+        # retention until the older ones go; none goes early.
+        gone = 0
+        for status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
+            cur = self._c.execute(
+                "DELETE FROM jobs WHERE seq IN (SELECT seq FROM (SELECT seq, stopped_at "
+                "FROM jobs WHERE status = ? ORDER BY seq LIMIT ?) WHERE stopped_at < ?)",
+                (status.value, limit, stopped_before),
+            )
+            gone += int(cur.rowcount)
+        return gone
+
 
 def _like_prefix(prefix: str) -> str:
     escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
