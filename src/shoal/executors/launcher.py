@@ -9,7 +9,7 @@ the other core, and the server only sends a message per launch.
 
 The wire is a SOCK_SEQPACKET socket pair (message boundaries kept, so each
 message is one JSON object). Server to launcher: `{"op": "launch", ...a
-LaunchRequest}` or `{"op": "clean", "task", "cgroup"}`. Launcher to server,
+LaunchRequest}` or `{"op": "clean", "tasks": [[task, cgroup], ...]}`. Launcher to server,
 for each launch in order: `{"task", "pid", "cgroup"}` with a pidfd of the
 supervisor attached (taken before the launcher reaps it, so it can never name
 a recycled pid), or `{"task", "error"}`.
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import array
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -66,6 +67,11 @@ class Launcher:
             self.proc.stdin.write(orjson.dumps(config))
         self.sock = ours
         self._pending: list[tuple[str, asyncio.Future[tuple[Launched, int]]]] = []
+        # A unix seqpacket socket holds only a few messages (max_dgram_qlen,
+        # often 10): what does not fit waits here, and the server never blocks
+        # on a busy launcher (nor deadlocks with it).
+        self._outbox: collections.deque[bytes] = collections.deque()
+        self._cleanups: list[tuple[str, str | None]] = []
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self.sock.fileno(), self._on_readable)
         self.alive = True
@@ -79,22 +85,47 @@ class Launcher:
             future.set_exception(LauncherLost(request["task"]))
             return future
         self._pending.append((request["task"], future))
-        try:
-            self.sock.send(orjson.dumps({"op": "launch", **request}))
-        except OSError:
-            self._lost()
+        self._send(orjson.dumps({"op": "launch", **request}))
         return future
 
     def clean(self, task: str, cgroup: str | None) -> bool:
-        """Ask for an attempt's files to be removed; False if it cannot be asked."""
+        """Ask for an attempt's files to be removed (those asked for in one turn
+        of the event loop go in one message); False if it cannot be asked."""
         if not self.alive:
             return False
-        try:
-            self.sock.send(orjson.dumps({"op": "clean", "task": task, "cgroup": cgroup}))
-        except OSError:
-            self._lost()
-            return False
+        if not self._cleanups:
+            self._loop.call_soon(self._send_cleanups)
+        self._cleanups.append((task, cgroup))
         return True
+
+    def _send_cleanups(self) -> None:
+        tasks, self._cleanups = self._cleanups, []
+        if tasks and self.alive:
+            self._send(orjson.dumps({"op": "clean", "tasks": tasks}))
+
+    def _send(self, data: bytes) -> None:
+        if not self._outbox:
+            try:
+                self.sock.send(data, socket.MSG_DONTWAIT)
+                return
+            except BlockingIOError:
+                self._loop.add_writer(self.sock.fileno(), self._flush)
+            except OSError:
+                self._lost()
+                return
+        self._outbox.append(data)
+
+    def _flush(self) -> None:
+        while self._outbox:
+            try:
+                self.sock.send(self._outbox[0], socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            except OSError:
+                self._lost()
+                return
+            self._outbox.popleft()
+        self._loop.remove_writer(self.sock.fileno())
 
     def _on_readable(self) -> None:
         while True:
@@ -135,6 +166,8 @@ class Launcher:
             log.error("the launcher process ended; launching in the server from now on")
         self.alive = False
         self._loop.remove_reader(self.sock.fileno())
+        self._loop.remove_writer(self.sock.fileno())
+        self._outbox.clear()
         pending, self._pending = self._pending, []
         for task, future in pending:
             if not future.done():
@@ -143,7 +176,14 @@ class Launcher:
     def close(self) -> None:
         """Close our end: the launcher finishes what it was sent, then exits."""
         if self.alive:
+            self._send_cleanups()
             self._loop.remove_reader(self.sock.fileno())
+            self._loop.remove_writer(self.sock.fileno())
+            # What is still waiting goes now (the launcher is reading).
+            self.sock.settimeout(10)
+            with contextlib.suppress(OSError):
+                while self._outbox:
+                    self.sock.send(self._outbox.popleft())
             self.alive = False
         self.sock.close()
         try:
@@ -178,37 +218,49 @@ def _reap() -> None:
 
 
 def _serve(sock: socket.socket, files: AttemptFiles) -> None:
+    """Launches at once; clean-ups when no launch is waiting."""
+    cleanups: collections.deque[tuple[str, str | None]] = collections.deque()
     while True:
-        ready, _, _ = select.select([sock], [], [], 1.0)
+        ready, _, _ = select.select([sock], [], [], 0 if cleanups else 1.0)
         if not ready:
             _reap()
+            for _ in range(min(len(cleanups), 16)):
+                task, cgroup = cleanups.popleft()
+                try:
+                    files.clean(task, cgroup)
+                except OSError:
+                    log.exception("cleaning up after %s failed", task)
             continue
         data = sock.recv(_MAX_MESSAGE)
         if not data:
-            return  # the server is gone
+            for task, cgroup in cleanups:  # the server is gone: finish, then go
+                with contextlib.suppress(OSError):
+                    files.clean(task, cgroup)
+            return
         message = orjson.loads(data)
         if message.get("op") == "clean":
-            try:
-                files.clean(message["task"], message.get("cgroup"))
-            except OSError:
-                log.exception("cleaning up after %s failed", message["task"])
+            cleanups.extend((task, cgroup) for task, cgroup in message["tasks"])
             continue
-        task = message["task"]
-        try:
-            launched = files.launch(message)
-        except LaunchError as e:
-            sock.send(orjson.dumps({"task": task, "error": e.reason}))
-            continue
-        except Exception as e:  # never leave the server waiting
-            log.exception("launching %s failed", task)
-            sock.send(orjson.dumps({"task": task, "error": f"CannotStartContainerError: {e}"}))
-            continue
-        pidfd = os.pidfd_open(launched["pid"])  # our unreaped child: it cannot be recycled
-        try:
-            socket.send_fds(sock, [orjson.dumps(launched)], [pidfd])
-        finally:
-            os.close(pidfd)
+        _launch(sock, files, message)
         _reap()
+
+
+def _launch(sock: socket.socket, files: AttemptFiles, message: Any) -> None:
+    task = message["task"]
+    try:
+        launched = files.launch(message)
+    except LaunchError as e:
+        sock.send(orjson.dumps({"task": task, "error": e.reason}))
+        return
+    except Exception as e:  # never leave the server waiting
+        log.exception("launching %s failed", task)
+        sock.send(orjson.dumps({"task": task, "error": f"CannotStartContainerError: {e}"}))
+        return
+    pidfd = os.pidfd_open(launched["pid"])  # our unreaped child: it cannot be recycled
+    try:
+        socket.send_fds(sock, [orjson.dumps(launched)], [pidfd])
+    finally:
+        os.close(pidfd)
 
 
 def main() -> None:
