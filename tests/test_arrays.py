@@ -14,6 +14,7 @@ import pytest
 from conftest import Server, client_error
 from engine_support import (
     EXITED,
+    TIMEOUT_REASON,
     describe,
     job_log,
     make_env,
@@ -31,7 +32,15 @@ DEPENDENT_FAILED = "Dependent Job failed"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_engine_server(tmp_path_factory.mktemp("arrays"), "--host-vcpus", "64")
+    srv = start_engine_server(
+        tmp_path_factory.mktemp("arrays"),
+        "--host-vcpus",
+        "64",
+        "--min-timeout-seconds",
+        "1",
+        "--kill-grace-seconds",
+        "0.2",
+    )
     yield srv
     shutdown(srv)
 
@@ -127,6 +136,25 @@ def test_retries_are_per_child(batch: Any, tmp_path: Path) -> None:
     assert wait_for(batch, parent, timeout=30)["status"] == "SUCCEEDED"
     attempts = [len(describe(batch, f"{parent}:{i}")["attempts"]) for i in range(3)]
     assert attempts == [1, 2, 1]
+
+
+def test_timeouts_are_per_child_and_not_retried(batch: Any) -> None:
+    env = make_env(batch, "timeout")
+    script = '[ "$AWS_BATCH_JOB_ARRAY_INDEX" = 0 ] || sleep 30'
+    parent = submit(
+        batch,
+        env,
+        sh(script),
+        arrayProperties={"size": 3},
+        timeout={"attemptDurationSeconds": 1},
+        retryStrategy={"attempts": 3},
+    )
+    assert wait_for(batch, parent, timeout=30)["status"] == "FAILED"
+    kids = [describe(batch, f"{parent}:{i}") for i in range(3)]
+    assert kids[0]["status"] == "SUCCEEDED"
+    for kid in kids[1:]:
+        assert (kid["status"], kid["statusReason"]) == ("FAILED", TIMEOUT_REASON)
+        assert len(kid["attempts"]) == 1
 
 
 def test_ten_thousand_children_complete(batch: Any) -> None:
