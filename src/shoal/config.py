@@ -33,6 +33,12 @@ class Settings:
     # What this host offers jobs of host-bound executors; None = all of it.
     host_vcpus: float | None = None
     host_memory_mib: int | None = None
+    # Added to every job's environment (under what the job sets itself).
+    job_environment: dict[str, str] = field(default_factory=dict)
+    # Host paths that docker jobs may mount (volumes' sourcePath), and
+    # whether they may run privileged.
+    volume_roots: tuple[Path, ...] = ()
+    allow_privileged: bool = False
     # How long SUCCEEDED and FAILED jobs stay visible (AWS: at least 7 days).
     job_retention_seconds: float = 7 * 24 * 3600.0
     # How often a running job's output is moved into the log store.

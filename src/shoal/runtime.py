@@ -14,6 +14,7 @@ from shoal.domain.clock import SystemClock
 from shoal.engine.capacity import Limits
 from shoal.engine.engine import Engine
 from shoal.executors.cgroups import MemoryCgroups
+from shoal.executors.docker import DockerExecutor
 from shoal.executors.process import ProcessExecutor
 from shoal.logs.store import LogStore
 from shoal.service import retention
@@ -81,13 +82,20 @@ def build(settings: Settings) -> Runtime:
             cgroups=MemoryCgroups(name),
             log_poll_seconds=settings.log_poll_seconds,
         )
+        docker = DockerExecutor(
+            logs,
+            owner=name,
+            allowed_roots=list(settings.volume_roots),
+            allow_privileged=settings.allow_privileged,
+        )
         engine = Engine(
             ctx,
-            {process.name: process},
+            {process.name: process, docker.name: docker},
             logs,
             default_executor=settings.default_executor,
             host=host_limits(settings),
             kill_grace_seconds=settings.kill_grace_seconds,
+            job_environment=settings.job_environment,
         )
         ctx.notifier.on_wake.append(engine.wake)
         ctx.notifier.on_submit.append(engine.submitted)

@@ -17,6 +17,16 @@ def cli() -> None:
     """shoal: a self-hosted batch computing service that speaks the AWS Batch API."""
 
 
+def _pairs(items: tuple[str, ...]) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--job-env")
+        pairs[name] = value
+    return pairs
+
+
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
@@ -81,6 +91,26 @@ def cli() -> None:
     show_default=True,
     help="How long finished jobs stay visible before they are purged (AWS: 7 days).",
 )
+@click.option(
+    "--default-executor",
+    type=click.Choice(["process", "docker"]),
+    default="process",
+    show_default=True,
+    help="Executor of compute environments without a shoal:executor tag.",
+)
+@click.option(
+    "--job-env",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Add to every job's environment (e.g. AWS_ENDPOINT_URL); repeatable.",
+)
+@click.option(
+    "--volume-root",
+    multiple=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="A host directory docker jobs may mount from (volumes' sourcePath); repeatable.",
+)
+@click.option("--allow-privileged", is_flag=True, help="Let docker jobs run privileged containers.")
 @click.option("--log-level", default="info", show_default=True)
 def server(
     host: str,
@@ -96,6 +126,10 @@ def server(
     host_vcpus: float | None,
     host_memory_mib: int | None,
     job_retention_seconds: float,
+    default_executor: str,
+    job_env: tuple[str, ...],
+    volume_root: tuple[Path, ...],
+    allow_privileged: bool,
     log_level: str,
 ) -> None:
     """Run the shoal server in the foreground."""
@@ -118,6 +152,10 @@ def server(
         host_vcpus=host_vcpus,
         host_memory_mib=host_memory_mib,
         job_retention_seconds=job_retention_seconds,
+        default_executor=default_executor,
+        job_environment=_pairs(job_env),
+        volume_roots=volume_root,
+        allow_privileged=allow_privileged,
     )
     runtime = build(settings)
     click.echo(

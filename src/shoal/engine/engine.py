@@ -65,6 +65,8 @@ log = logging.getLogger("shoal.engine")
 
 TIMEOUT_REASON = "Job attempt duration exceeded timeout"
 _TOPOLOGY_TTL = 1.0
+_ENV_TAG = "shoal:env:"
+_ON_HOST = frozenset({"process", "docker"})  # executors whose jobs use this host
 _REASON_AFTER_MS = 500  # a RUNNABLE job blocked this long gets a CAPACITY statusReason
 _HEAD = 256  # at most this many RUNNABLE jobs are read per step when placing a queue
 
@@ -103,8 +105,10 @@ class Engine:
         default_executor: str = "process",
         host: Limits | None = None,
         kill_grace_seconds: float = 30.0,
+        job_environment: dict[str, str] | None = None,
     ) -> None:
         self.ctx = ctx
+        self.job_environment = job_environment or {}
         self.executors = executors
         self.logs = logs
         self.default_executor = default_executor
@@ -338,7 +342,7 @@ class Engine:
 
     def _limits(self, ce: ComputeEnvironment) -> tuple[Limits, Usage, bool]:
         executor = self._executor_for(ce)
-        on_host = getattr(executor, "name", "") == "process"
+        on_host = getattr(executor, "name", "") in _ON_HOST
         limits = ce_limits(ce, self.host if on_host else None)
         return limits, self._ce_used.setdefault(ce.name, Usage()), on_host
 
@@ -483,7 +487,7 @@ class Engine:
 
     def _reserve(self, attempt: Attempt, executor: Executor, sign: int = 1) -> None:
         self._ce_used.setdefault(attempt.ce, Usage()).add(attempt.need, sign)
-        if executor.name == "process":
+        if executor.name in _ON_HOST:
             self._host_used.add(attempt.need, sign)
 
     # -- one attempt ----------------------------------------------------------
@@ -491,7 +495,16 @@ class Engine:
         container: Json = job.spec.get("container") or {}
         options = (container.get("logConfiguration") or {}).get("options") or {}
         prefix = options.get("awslogs-stream-prefix") or job.definition_name[:200]
-        env = {e["name"]: e.get("value", "") for e in container.get("environment") or []}
+        # Endpoint settings and the like, injected so that jobs reach AWS
+        # services (or a local S3) unchanged: the server's, then the compute
+        # environment's (`shoal:env:NAME` tags), under what the job sets.
+        env = dict(self.job_environment)
+        cached = self._topology
+        ce = cached[3].get(attempt.ce) if cached is not None else None
+        for key, value in (ce.tags if ce is not None else {}).items():
+            if key.startswith(_ENV_TAG):
+                env[key[len(_ENV_TAG) :]] = value
+        env.update({e["name"]: e.get("value", "") for e in container.get("environment") or []})
         env.update(
             {
                 "AWS_BATCH_JOB_ID": job.job_id,
@@ -517,6 +530,7 @@ class Engine:
             user=container.get("user"),
             log_group=options.get("awslogs-group") or "/aws/batch/job",
             log_stream=f"{prefix}/default/{attempt.task_id}",
+            options={"container": container},
         )
 
     async def _start(

@@ -229,6 +229,10 @@ class LogStore:
                 events.append(_parse(line))
         return events
 
+    def last_event(self, path: Path) -> Event | None:
+        """The last complete event of a stream's file."""
+        return self._last_event(path)
+
     @staticmethod
     def _last_event(path: Path) -> Event | None:
         with path.open("rb") as f:

@@ -1,0 +1,306 @@
+"""One contract, every executor: the process and docker executors pass the
+same tests against a live server (docker ones run in the locally built
+`shoal-test/busybox:1` image, see scripts/build-test-images)."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Server, make_ce, make_queue
+from engine_support import (
+    EXITED,
+    TIMEOUT_REASON,
+    job_log,
+    restart,
+    sh,
+    shutdown,
+    start_engine_server,
+    wait_for,
+    wait_until,
+)
+
+IMAGE = "shoal-test/busybox:1"
+OOM_REASON = "OutOfMemoryError: Container killed due to memory usage"
+EXECUTORS = ["process", "docker"]
+SERVER_ARGS = (
+    "--host-vcpus",
+    "16",
+    "--min-timeout-seconds",
+    "1",
+    "--kill-grace-seconds",
+    "1",
+    "--job-env",
+    "SHOAL_TEST_INJECTED=from-server",
+)
+
+
+def docker_ready() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    found = subprocess.run(["docker", "image", "inspect", IMAGE], capture_output=True, check=False)
+    return found.returncode == 0
+
+
+needs_docker = pytest.mark.skipif(
+    not docker_ready(),
+    reason=f"no dockerd or no {IMAGE} image (.ci/run starts dockerd and builds it)",
+)
+
+
+def executor_params() -> list[Any]:
+    return [
+        pytest.param(name, marks=needs_docker) if name == "docker" else name for name in EXECUTORS
+    ]
+
+
+def setup_executor(batch: Any, executor: str, *, max_vcpus: int = 16) -> dict[str, str]:
+    ce = make_ce(
+        batch,
+        f"{executor}-ce",
+        max_vcpus=max_vcpus,
+        tags={"shoal:executor": executor, "shoal:env:SHOAL_TEST_CE": f"ce-{executor}"},
+    )
+    make_queue(batch, f"{executor}-q", [ce])
+    batch.register_job_definition(
+        jobDefinitionName=f"{executor}-def",
+        type="container",
+        containerProperties={
+            "image": IMAGE,
+            "command": ["true"],
+            "environment": [{"name": "FROM_DEFINITION", "value": "d"}],
+            "resourceRequirements": [
+                {"type": "VCPU", "value": "1"},
+                {"type": "MEMORY", "value": "64"},
+            ],
+        },
+    )
+    return {"queue": f"{executor}-q", "definition": f"{executor}-def"}
+
+
+def run(batch: Any, env: dict[str, str], command: list[str], **kwargs: Any) -> str:
+    overrides = kwargs.pop("overrides", {})
+    job_id: str = batch.submit_job(
+        jobName="contract",
+        jobQueue=env["queue"],
+        jobDefinition=env["definition"],
+        containerOverrides={"command": command, **overrides},
+        **kwargs,
+    )["jobId"]
+    return job_id
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start_engine_server(tmp_path_factory.mktemp("contract"), *SERVER_ARGS)
+    batch = srv.client("batch")
+    for executor in EXECUTORS:
+        setup_executor(batch, executor)
+    yield srv
+    shutdown(srv)
+
+
+@pytest.fixture(params=executor_params())
+def executor(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@pytest.fixture
+def env(executor: str) -> dict[str, str]:
+    return {"queue": f"{executor}-q", "definition": f"{executor}-def"}
+
+
+@pytest.fixture
+def batch(server: Server) -> Any:
+    return server.client("batch")
+
+
+@pytest.fixture
+def logs(server: Server) -> Any:
+    return server.client("logs")
+
+
+def test_exit_codes(batch: Any, env: dict[str, str]) -> None:
+    ok = wait_for(batch, run(batch, env, ["true"]), timeout=30)
+    assert ok["status"] == "SUCCEEDED"
+    assert ok["container"]["exitCode"] == 0
+    bad = wait_for(batch, run(batch, env, sh("exit 3")), timeout=30)
+    assert (bad["status"], bad["statusReason"]) == ("FAILED", EXITED)
+    assert bad["container"]["exitCode"] == 3
+    assert bad["attempts"][0]["container"]["exitCode"] == 3
+
+
+def test_environment(batch: Any, logs: Any, env: dict[str, str], executor: str) -> None:
+    names = [
+        "AWS_BATCH_JOB_ID",
+        "AWS_BATCH_JQ_NAME",
+        "AWS_BATCH_CE_NAME",
+        "AWS_BATCH_JOB_ATTEMPT",
+        "FROM_DEFINITION",
+        "FROM_OVERRIDE",
+        "SHOAL_TEST_INJECTED",
+        "SHOAL_TEST_CE",
+    ]
+    script = "; ".join(f'echo "{n}=${n}"' for n in names)
+    job_id = run(
+        batch,
+        env,
+        sh(script),
+        overrides={"environment": [{"name": "FROM_OVERRIDE", "value": "o"}]},
+    )
+    detail = wait_for(batch, job_id, timeout=30)
+    assert detail["status"] == "SUCCEEDED", detail
+    seen = dict(line.split("=", 1) for line in job_log(logs, detail))
+    assert seen == {
+        "AWS_BATCH_JOB_ID": job_id,
+        "AWS_BATCH_JQ_NAME": env["queue"],
+        "AWS_BATCH_CE_NAME": f"{executor}-ce",
+        "AWS_BATCH_JOB_ATTEMPT": "1",
+        "FROM_DEFINITION": "d",
+        "FROM_OVERRIDE": "o",
+        "SHOAL_TEST_INJECTED": "from-server",
+        "SHOAL_TEST_CE": f"ce-{executor}",
+    }
+
+
+def test_timeout_stops_the_attempt_and_is_not_retried(batch: Any, env: dict[str, str]) -> None:
+    job_id = run(
+        batch,
+        env,
+        ["sleep", "60"],
+        timeout={"attemptDurationSeconds": 1},
+        retryStrategy={"attempts": 3},
+    )
+    detail = wait_for(batch, job_id, timeout=40)
+    assert (detail["status"], detail["statusReason"]) == ("FAILED", TIMEOUT_REASON)
+    assert len(detail["attempts"]) == 1
+
+
+def test_terminate_stops_a_running_job(batch: Any, env: dict[str, str]) -> None:
+    job_id = run(batch, env, ["sleep", "60"], retryStrategy={"attempts": 2})
+    wait_for(batch, job_id, "RUNNING", timeout=30)
+    batch.terminate_job(jobId=job_id, reason="stop it")
+    detail = wait_for(batch, job_id, timeout=40)
+    assert (detail["status"], detail["statusReason"]) == ("FAILED", "stop it")
+    assert detail["isTerminated"] is True
+    assert len(detail["attempts"]) == 1
+
+
+def test_out_of_memory_kill(batch: Any, logs: Any, env: dict[str, str]) -> None:
+    # 16 MiB allowed; the shell holds 64 MiB in a variable.
+    hog = 'x=$(head -c 67108864 /dev/zero | tr "\\0" a); echo survived ${#x}'
+    job_id = run(
+        batch,
+        env,
+        sh(hog),
+        overrides={"resourceRequirements": [{"type": "MEMORY", "value": "16"}]},
+    )
+    detail = wait_for(batch, job_id, timeout=60)
+    assert detail["status"] == "FAILED", detail
+    assert detail["container"]["exitCode"] == 137
+    assert detail["container"]["reason"] == OOM_REASON
+    assert not any(line.startswith("survived") for line in job_log(logs, detail))
+
+
+def test_output_reaches_the_log_while_the_job_runs(
+    batch: Any, logs: Any, env: dict[str, str], tmp_path: Path, executor: str
+) -> None:
+    # Inside a container the gate is a file the job makes itself after a while:
+    # the test reads the first line before the job can have ended.
+    job_id = run(batch, env, sh("echo first; sleep 3; echo second"))
+    running = wait_for(batch, job_id, "RUNNING", timeout=30)
+    wait_until(lambda: job_log(logs, wait_for(batch, job_id, ("RUNNING", "SUCCEEDED"))))
+    early = job_log(logs, describe_now(batch, job_id))
+    assert early == ["first"], early
+    assert describe_now(batch, job_id)["status"] == "RUNNING"
+    done = wait_for(batch, job_id, timeout=30)
+    assert done["status"] == "SUCCEEDED"
+    assert job_log(logs, done) == ["first", "second"]
+    assert done["container"]["logStreamName"] == running["container"]["logStreamName"]
+
+
+def describe_now(batch: Any, job_id: str) -> dict[str, Any]:
+    [detail] = batch.describe_jobs(jobs=[job_id])["jobs"]
+    result: dict[str, Any] = detail
+    return result
+
+
+@pytest.mark.parametrize("executor_name", executor_params())
+def test_reattach_after_a_kill(tmp_path: Path, executor_name: str) -> None:
+    first = start_engine_server(tmp_path, *SERVER_ARGS)
+    servers = [first]
+    try:
+        batch = first.client("batch")
+        env = setup_executor(batch, executor_name)
+        job_id = run(batch, env, sh("echo before; sleep 4; echo after; exit 5"))
+        wait_for(batch, job_id, "RUNNING", timeout=30)
+        wait_until(
+            lambda: job_log(first.client("logs"), describe_now(batch, job_id)) == ["before"],
+            timeout=10,
+            what="the first line",
+        )
+        first.stop(signal.SIGKILL)
+        second = restart(first)
+        servers.append(second)
+        batch, logs = second.client("batch"), second.client("logs")
+        detail = wait_for(batch, job_id, timeout=40)
+        assert detail["status"] == "FAILED"
+        assert detail["container"]["exitCode"] == 5
+        assert len(detail["attempts"]) == 1
+        assert job_log(logs, detail) == ["before", "after"]
+    finally:
+        for server in reversed(servers):
+            shutdown(server)
+
+
+@needs_docker
+def test_missing_image_fails_to_start(batch: Any, server: Server) -> None:
+    batch.register_job_definition(
+        jobDefinitionName="noimage",
+        type="container",
+        containerProperties={
+            "image": "shoal-test/does-not-exist:1",
+            "command": ["true"],
+            "resourceRequirements": [
+                {"type": "VCPU", "value": "1"},
+                {"type": "MEMORY", "value": "64"},
+            ],
+        },
+    )
+    job_id: str = batch.submit_job(
+        jobName="noimage",
+        jobQueue="docker-q",
+        jobDefinition="noimage",
+        retryStrategy={
+            "attempts": 3,
+            "evaluateOnExit": [{"onReason": "CannotPullContainerError*", "action": "EXIT"}],
+        },
+    )["jobId"]
+    detail = wait_for(batch, job_id, timeout=60)
+    assert (detail["status"], detail["statusReason"]) == ("FAILED", "Task failed to start")
+    [attempt] = detail["attempts"]  # the EXIT rule matched: not retried
+    assert attempt["container"]["reason"].startswith("CannotPullContainerError:")
+
+
+@needs_docker
+def test_containers_are_removed_once_recorded(batch: Any) -> None:
+    env = {"queue": "docker-q", "definition": "docker-def"}
+    job_id = run(batch, env, ["true"])
+    wait_for(batch, job_id, timeout=30)
+
+    def gone() -> bool:
+        out = subprocess.run(
+            ["docker", "ps", "-aq", "--filter", f"label=shoal.job={job_id}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return not out.strip()
+
+    wait_until(gone, timeout=20, what="the container to be removed")
