@@ -113,15 +113,20 @@ def test_ulimits_and_linux_parameters(batch: Any, logs: Any) -> None:
     detail = run(
         batch,
         "limits",
-        sh("ulimit -n; df -m /dev/shm | tail -1 | awk '{print $2}'; mount | grep -c ' /scratch '"),
+        sh(
+            "ulimit -n; df -m /dev/shm | tail -1 | awk '{print $2}'; "
+            "mount | grep -c ' /scratch '; cat /proc/1/comm"
+        ),
         ulimits=[{"name": "nofile", "softLimit": 321, "hardLimit": 321}],
         linuxParameters={
             "sharedMemorySize": 96,
             "tmpfs": [{"containerPath": "/scratch", "size": 8}],
+            "initProcessEnabled": True,
         },
     )
     assert detail["status"] == "SUCCEEDED", detail
-    assert job_log(logs, detail) == ["321", "96", "1"]
+    # PID 1 is docker's init, not the job's shell.
+    assert job_log(logs, detail) == ["321", "96", "1", "docker-init"]
 
 
 def test_privileged_is_refused_unless_allowed(batch: Any) -> None:
