@@ -66,6 +66,7 @@ log = logging.getLogger("shoal.engine")
 TIMEOUT_REASON = "Job attempt duration exceeded timeout"
 _TOPOLOGY_TTL = 1.0
 _ENV_TAG = "shoal:env:"
+_SUBMIT_BATCH_SECONDS = 0.05  # new jobs wait at most this long while nothing could start
 _ON_HOST = frozenset({"process", "docker"})  # executors whose jobs use this host
 _REASON_AFTER_MS = 500  # a RUNNABLE job blocked this long gets a CAPACITY statusReason
 _HEAD = 256  # at most this many RUNNABLE jobs are read per step when placing a queue
@@ -116,6 +117,7 @@ class Engine:
         self.kill_grace_seconds = kill_grace_seconds
         self._cycle_requested = False
         self._running = False
+        self._deferred: asyncio.TimerHandle | None = None
         self._attempts: dict[str, Attempt] = {}
         self._ce_used: dict[str, Usage] = {}
         self._host_used = Usage()
@@ -150,6 +152,8 @@ class Engine:
     async def stop(self) -> None:
         """Stop dispatching. Running jobs keep running; a restart reattaches."""
         self._running = False
+        if self._deferred is not None:
+            self._deferred.cancel()
         tasks = [a.task for a in self._attempts.values() if a.task is not None]
         for task in tasks:
             task.cancel()
@@ -174,8 +178,24 @@ class Engine:
         self._request_cycle()
 
     def submitted(self) -> None:
-        """New jobs only: queues already blocked stay blocked."""
+        """New jobs only: queues already blocked stay blocked. While every
+        queue is blocked (all capacity in use) new jobs could not start
+        anyway: they are evaluated together a moment later, or by the cycle
+        an exit brings, instead of one transaction per SubmitJob."""
         self._new_jobs = True
+        cached = self._topology
+        all_blocked = cached is not None and all(
+            self._blocked.get(q.name) == self._epoch for q in cached[2]
+        )
+        if not all_blocked:
+            self._request_cycle()
+        elif self._deferred is None and self._running:
+            self._deferred = asyncio.get_running_loop().call_later(
+                _SUBMIT_BATCH_SECONDS, self._deferred_cycle
+            )
+
+    def _deferred_cycle(self) -> None:
+        self._deferred = None
         self._request_cycle()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
