@@ -88,9 +88,11 @@ def test_jobs_survive_the_launcher_and_later_jobs_still_start(
         assert job_log(logs, detail) == [f"job {i}"]
 
 
-def test_after_a_host_restart_running_jobs_fail_as_on_a_lost_host(
-    tmp_path: Path, servers: list[Server]
-) -> None:
+def reboot_mid_run(
+    tmp_path: Path, servers: list[Server], script: str, **submit_args: Any
+) -> tuple[Any, str]:
+    """Start a job, then "reboot": the server and the job die and tmpfs is
+    emptied; a new server starts on the same data. (batch client, job id)."""
     run = run_dir(host_name(tmp_path / "data"))
     if run is None:
         pytest.skip("no tmpfs run directory on this host")
@@ -99,24 +101,25 @@ def test_after_a_host_restart_running_jobs_fail_as_on_a_lost_host(
     batch = first.client("batch")
     env = make_env(batch, "h")
     pidfile = tmp_path / "pid"
-    marker = tmp_path / "runs"
-    job_id = submit(
-        batch,
-        env,
-        sh(f"echo run >> {marker}; echo $$ > {pidfile}; sleep 30"),
-        retryStrategy={"attempts": 2},
-    )
+    job_id = submit(batch, env, sh(f"echo $$ > {pidfile}; {script}"), **submit_args)
     wait_for(batch, job_id, "RUNNING")
     pid = read_pid(pidfile)
-
-    # A reboot: the server and the job die, and tmpfs is empty afterwards.
     first.stop(signal.SIGKILL)
     shutdown(first)
     wait_gone(pid)
     shutil.rmtree(run, ignore_errors=True)  # (shutdown may have removed it)
     second = restart(first)
     servers.append(second)
-    batch = second.client("batch")
+    return second.client("batch"), job_id
+
+
+def test_after_a_host_restart_running_jobs_fail_as_on_a_lost_host(
+    tmp_path: Path, servers: list[Server]
+) -> None:
+    marker = tmp_path / "runs"
+    batch, job_id = reboot_mid_run(
+        tmp_path, servers, f"echo run >> {marker}; sleep 30", retryStrategy={"attempts": 2}
+    )
     # The lost attempt is recorded as a host loss, and the retry strategy
     # decides what follows: here a second attempt, which runs anew.
     detail = wait_until(lambda: describe(batch, job_id)["attempts"], what="the lost attempt")
@@ -127,24 +130,8 @@ def test_after_a_host_restart_running_jobs_fail_as_on_a_lost_host(
 
 
 def test_a_lost_attempt_without_retries_fails(tmp_path: Path, servers: list[Server]) -> None:
-    run = run_dir(host_name(tmp_path / "data"))
-    if run is None:
-        pytest.skip("no tmpfs run directory on this host")
-    first = start_engine_server(tmp_path, "--host-vcpus", "8")
-    servers.append(first)
-    batch = first.client("batch")
-    env = make_env(batch, "h1")
-    pidfile = tmp_path / "pid"
-    job_id = submit(batch, env, sh(f"echo $$ > {pidfile}; sleep 30"))
-    wait_for(batch, job_id, "RUNNING")
-    pid = read_pid(pidfile)
-    first.stop(signal.SIGKILL)
-    shutdown(first)
-    wait_gone(pid)
-    shutil.rmtree(run, ignore_errors=True)  # (shutdown may have removed it)
-    second = restart(first)
-    servers.append(second)
-    detail = wait_for(second.client("batch"), job_id, timeout=20)
+    batch, job_id = reboot_mid_run(tmp_path, servers, "sleep 30")
+    detail = wait_for(batch, job_id, timeout=20)
     assert detail["status"] == "FAILED", detail
     assert detail["statusReason"].startswith(HOST_TERMINATED)
     [attempt] = detail["attempts"]
