@@ -22,6 +22,10 @@ class Settings:
     settle_delay_ms: int = 0
     # AWS's minimum attempt timeout is 60 s; tests lower it.
     min_timeout_seconds: int = 60
+    # Where state is kept: None for the embedded SQLite file in data_dir, or a
+    # PostgreSQL URL (postgresql://user@host:port/dbname) that several
+    # servers may share.
+    store_url: str | None = None
     # SQLite synchronous mode: NORMAL survives process death, FULL power loss.
     sqlite_synchronous: str = "NORMAL"
     # Run jobs (False: a pure control plane; jobs stay where they are).

@@ -19,6 +19,7 @@ from shoal.executors.process import ProcessExecutor
 from shoal.logs.store import LogStore
 from shoal.service import retention
 from shoal.service.context import Context
+from shoal.store.base import Store
 from shoal.store.sqlite import SqliteStore
 
 
@@ -59,9 +60,17 @@ def run_dir(name: str) -> Path | None:
     return shm / name if tmpfs and os.access(shm, os.W_OK) else None
 
 
+def open_store(settings: Settings) -> Store:
+    if settings.store_url is None:
+        return SqliteStore(settings.data_dir / "shoal.db", synchronous=settings.sqlite_synchronous)
+    from shoal.store.postgres import PostgresStore  # psycopg is loaded only when used
+
+    return PostgresStore(settings.store_url)
+
+
 def build(settings: Settings) -> Runtime:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = SqliteStore(settings.data_dir / "shoal.db", synchronous=settings.sqlite_synchronous)
+    store = open_store(settings)
     ctx = Context(store=store, clock=SystemClock(), settings=settings)
     logs = LogStore(settings.data_dir / "logs")
     runtime = Runtime(ctx=ctx, app=ShoalApp(ctx, logs=logs), logs=logs)

@@ -27,6 +27,15 @@ def _pairs(items: tuple[str, ...]) -> dict[str, str]:
     return pairs
 
 
+def _store_url(ctx: click.Context, param: click.Parameter, value: str) -> str | None:
+    """--store: None for the embedded SQLite store, else a PostgreSQL URL."""
+    if value == "sqlite":
+        return None
+    if value.startswith(("postgresql://", "postgres://")):
+        return value
+    raise click.BadParameter("give sqlite or a postgresql://user@host:port/dbname URL")
+
+
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
@@ -51,6 +60,16 @@ def _pairs(items: tuple[str, ...]) -> dict[str, str]:
     show_default=True,
     type=click.IntRange(min=1),
     help="Smallest attemptDurationSeconds accepted (AWS: 60); lower it for tests.",
+)
+@click.option(
+    "--store",
+    default="sqlite",
+    show_default=True,
+    metavar="sqlite|postgresql://...",
+    callback=_store_url,
+    help="Where state is kept: sqlite (a file in the data dir), or a PostgreSQL URL "
+    "(postgresql://user@host:port/dbname) that several servers can share; give the "
+    "password through PGPASSWORD or ~/.pgpass rather than in the URL.",
 )
 @click.option(
     "--sqlite-sync",
@@ -120,6 +139,7 @@ def server(
     account_id: str,
     settle_delay_ms: int,
     min_timeout_seconds: int,
+    store: str | None,
     sqlite_sync: str,
     engine: bool,
     kill_grace_seconds: float,
@@ -136,6 +156,7 @@ def server(
     import uvicorn
 
     from shoal.runtime import build
+    from shoal.store.base import StoreError
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -146,6 +167,7 @@ def server(
         data_dir=data_dir or default_data_dir(),
         settle_delay_ms=settle_delay_ms,
         min_timeout_seconds=min_timeout_seconds,
+        store_url=store,
         sqlite_synchronous=sqlite_sync,
         engine=engine,
         kill_grace_seconds=kill_grace_seconds,
@@ -157,10 +179,18 @@ def server(
         volume_roots=volume_root,
         allow_privileged=allow_privileged,
     )
-    runtime = build(settings)
+    try:
+        runtime = build(settings)
+    except StoreError as e:
+        raise click.ClickException(str(e)) from e
+    if store is None:
+        where = f"data in {settings.data_dir}"
+    else:
+        from shoal.store.postgres import redacted
+
+        where = f"state in {redacted(store)}, files in {settings.data_dir}"
     click.echo(
-        f"shoal {__version__}: AWS Batch API on http://{host}:{port} "
-        f"(region {region}, data in {settings.data_dir})",
+        f"shoal {__version__}: AWS Batch API on http://{host}:{port} (region {region}, {where})",
         err=True,
     )
     config = uvicorn.Config(
