@@ -155,6 +155,7 @@ def server(
     """Run the shoal server in the foreground."""
     import uvicorn
 
+    from shoal.engine import exclusive
     from shoal.runtime import build
     from shoal.store.base import StoreError
 
@@ -179,6 +180,12 @@ def server(
         volume_roots=volume_root,
         allow_privileged=allow_privileged,
     )
+    release_engine = None
+    if settings.engine:
+        try:
+            release_engine = exclusive.hold(settings.data_dir, settings.store_url)
+        except exclusive.EngineLocked as e:
+            raise click.ClickException(str(e)) from None
     try:
         runtime = build(settings)
     except StoreError as e:
@@ -203,7 +210,11 @@ def server(
         access_log=False,
         log_level="warning" if log_level == "info" else log_level,
     )
-    uvicorn.Server(config).run()
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        if release_engine is not None:
+            release_engine()
 
 
 @cli.command()

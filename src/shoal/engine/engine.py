@@ -67,6 +67,8 @@ TIMEOUT_REASON = "Job attempt duration exceeded timeout"
 _TOPOLOGY_TTL = 1.0
 _ENV_TAG = "shoal:env:"
 _SUBMIT_BATCH_SECONDS = 0.05  # new jobs wait at most this long while nothing could start
+_POLL_SECONDS = 1.0  # how soon work from other processes on the store is seen
+_FULL_POLL = 10  # every this many polls, everything is looked at again
 _ON_HOST = frozenset({"process", "docker"})  # executors whose jobs use this host
 _REASON_AFTER_MS = 500  # a RUNNABLE job blocked this long gets a CAPACITY statusReason
 _HEAD = 256  # at most this many RUNNABLE jobs are read per step when placing a queue
@@ -118,6 +120,8 @@ class Engine:
         self._cycle_requested = False
         self._running = False
         self._deferred: asyncio.TimerHandle | None = None
+        self._poll_timer: asyncio.TimerHandle | None = None
+        self._polls = 0
         self._attempts: dict[str, Attempt] = {}
         self._ce_used: dict[str, Usage] = {}
         self._host_used = Usage()
@@ -148,10 +152,34 @@ class Engine:
                 sweep(keep)
         self._running = True
         self.wake()
+        self._poll_timer = asyncio.get_running_loop().call_later(_POLL_SECONDS, self._poll)
+
+    def _poll(self) -> None:
+        """What other processes on this store did (API-only servers submit,
+        cancel, terminate and change queues without waking us): new jobs and
+        terminate requests every tick, everything every _FULL_POLL ticks."""
+        self._polls += 1
+        if self._polls % _FULL_POLL == 0:
+            self.wake()
+        else:
+            self._new_jobs = True
+            self._request_cycle()
+        try:
+            with self.ctx.store.read() as tx:
+                live = tx.jobs_in_status((JobStatus.STARTING, JobStatus.RUNNING), 10_000)
+            for _, job in live:
+                if job.terminate_requested:
+                    self.terminate(job.job_id, job.terminate_requested)
+        except Exception:
+            log.exception("looking for terminate requests failed")
+        if self._running:
+            self._poll_timer = asyncio.get_running_loop().call_later(_POLL_SECONDS, self._poll)
 
     async def stop(self) -> None:
         """Stop dispatching. Running jobs keep running; a restart reattaches."""
         self._running = False
+        if self._poll_timer is not None:
+            self._poll_timer.cancel()
         if self._deferred is not None:
             self._deferred.cancel()
         tasks = [a.task for a in self._attempts.values() if a.task is not None]
