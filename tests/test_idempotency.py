@@ -102,13 +102,25 @@ def test_rejected_submit_does_not_consume_the_invocation_id(
 # -- a real lost reply ------------------------------------------------------------
 
 
-class DropFirstSubmitReply:
-    """A TCP proxy on 127.0.0.1 that forwards everything, except that it drops
-    the connection carrying the first SubmitJob request as soon as the
-    server's reply to it starts to arrive: the server has committed the job,
-    the client never hears about it."""
+_INJECTED_500 = (
+    b"HTTP/1.1 500 Internal Server Error\r\n"
+    b"Content-Type: application/json\r\n"
+    b"x-amzn-ErrorType: ServerException\r\n"
+    b"Connection: close\r\n"
+    b"Content-Length: 53\r\n\r\n"
+    b'{"__type":"ServerException","message":"injected 500"}'
+)
 
-    def __init__(self, upstream_port: int) -> None:
+
+class DropFirstSubmitReply:
+    """A TCP proxy on 127.0.0.1 that forwards everything, except the reply to
+    the first SubmitJob request, once it starts to arrive (the server has
+    committed the job): `fault="drop"` drops the connection, `fault="500"`
+    answers an AWS-shaped HTTP 500 in its place."""
+
+    def __init__(self, upstream_port: int, fault: str = "drop") -> None:
+        assert len(_INJECTED_500.split(b"\r\n\r\n", 1)[1]) == 53
+        self.fault = fault
         self.upstream_port = upstream_port
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self.listener.getsockname()[1]
@@ -162,6 +174,8 @@ class DropFirstSubmitReply:
                 if drop.is_set():
                     assert chunk.startswith(b"HTTP/1.1 200"), chunk[:100]
                     self.dropped.set()
+                    if self.fault == "500":
+                        dst.sendall(_INJECTED_500)
                     break
                 dst.sendall(chunk)
         except OSError:
@@ -176,9 +190,9 @@ def _close(s: socket.socket) -> None:
     s.close()
 
 
-@pytest.fixture
-def proxy(server: Server) -> Any:
-    p = DropFirstSubmitReply(server.port)
+@pytest.fixture(params=["drop", "500"])
+def proxy(server: Server, request: pytest.FixtureRequest) -> Any:
+    p = DropFirstSubmitReply(server.port, fault=request.param)
     yield p
     p.close()
 
@@ -187,6 +201,7 @@ def proxy(server: Server) -> Any:
 def test_sdk_retry_after_lost_reply_creates_one_job(
     batch: Any, env: dict[str, str], proxy: DropFirstSubmitReply, mode: str
 ) -> None:
+    """A dropped connection, or a 5xx, after the server committed the job."""
     through_proxy = boto3.client(
         "batch",
         endpoint_url=f"http://127.0.0.1:{proxy.port}",
