@@ -66,12 +66,12 @@ def free_port() -> int:
 
 
 class Shoal:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *extra: str) -> None:
         self.port = free_port()
         self.data_dir = data_dir
         self.url = f"http://127.0.0.1:{self.port}"
         args = [sys.executable, "-m", "shoal", "server", "--engine", "--port", str(self.port)]
-        args += ["--data-dir", str(data_dir), "--host-vcpus", "2"]
+        args += ["--data-dir", str(data_dir), "--host-vcpus", "2", *extra]
         self.proc = subprocess.Popen(args, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
