@@ -7,13 +7,15 @@ another process within its poll.
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Server, start_server
+from conftest import Server
 from engine_support import (
     ENGINE_ARGS,
+    job_log,
     make_env,
     sh,
     shutdown,
@@ -56,14 +58,46 @@ def test_an_api_server_beside_the_engine_shares_its_work(
     assert (detail["status"], detail["statusReason"]) == ("FAILED", "from the other server")
 
 
-def test_a_second_engine_on_one_postgres_database_refuses(
+@pytest.mark.parametrize("data_dirs", ["shared", "separate"])
+def test_a_standby_engine_takes_over_on_postgres(
     pg_database: str,  # noqa: F811
     tmp_path: Path,
     servers: list[Server],
+    data_dirs: str,
 ) -> None:
+    """Engines on one database elect a dispatcher; when it is killed, a
+    standby takes over within a second and reattaches to its running jobs:
+    in the same data directory, or in another one on the same host (whose
+    log store then holds only what the job printed after the takeover)."""
     url = new_schema(pg_database)
-    for name in ("one", "two"):
-        (tmp_path / name).mkdir()
-    servers.append(start_engine_server(tmp_path / "one", "--store", url))
-    with pytest.raises(RuntimeError, match="another shoal engine uses this PostgreSQL"):
-        start_server(tmp_path / "two", *ENGINE_ARGS, "--store", url)
+    one, two = tmp_path / "one", tmp_path / ("one" if data_dirs == "shared" else "two")
+    for path in (one, two):
+        path.mkdir(exist_ok=True)
+    first = start_engine_server(one, "--store", url, "--host-vcpus", "8")
+    servers.append(first)
+    batch = first.client("batch")
+    env = make_env(batch, "takeover")
+    marker = tmp_path / "ran"
+    gate = tmp_path / "gate"
+    job = submit(
+        batch,
+        env,
+        sh(f"echo run >> {marker}; echo first; until [ -e {gate} ]; do sleep 0.02; done; exit 4"),
+    )
+    wait_for(batch, job, "RUNNING", timeout=15)
+    second = start_engine_server(two, "--store", url, "--host-vcpus", "8")
+    servers.append(second)
+    batch, logs = second.client("batch"), second.client("logs")
+    # The standby serves the API but does not dispatch while the first lives.
+    waiting = submit(batch, env, ["true"], name="while-first-lives")
+    first.stop(signal.SIGKILL)
+    gate.touch()
+    detail = wait_for(batch, job, timeout=30)
+    assert (detail["status"], detail["container"]["exitCode"]) == ("FAILED", 4), detail
+    # Its exit code came through: the standby reattached to the running job
+    # (a lost attempt would have none).
+    assert len(detail["attempts"]) == 1
+    assert marker.read_text().splitlines() == ["run"]  # started once
+    if data_dirs == "shared":
+        assert job_log(logs, detail) == ["first"]
+    assert wait_for(batch, waiting, timeout=15)["status"] == "SUCCEEDED"

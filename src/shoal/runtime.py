@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from shoal.api.app import ShoalApp
 from shoal.config import Settings
 from shoal.domain.clock import SystemClock
+from shoal.engine import exclusive
 from shoal.engine.capacity import Limits
 from shoal.engine.engine import Engine
 from shoal.executors.cgroups import MemoryCgroups
@@ -29,6 +32,10 @@ class Runtime:
     app: ShoalApp
     logs: LogStore
     engine: Engine | None = None
+    release_engine: Callable[[], None] | None = None  # the PostgreSQL engine lock
+
+
+_STANDBY_POLL_SECONDS = 0.5  # how soon a standby engine takes over from a dead one
 
 
 def host_limits(settings: Settings) -> Limits:
@@ -83,6 +90,25 @@ def build(settings: Settings) -> Runtime:
         background.append(purge)
         if not settings.engine:
             return
+        if settings.store_url is not None:
+            # One engine per database dispatches; the others stand by, serving
+            # the API, and the first to get the lock after it dies takes over.
+            background.append(asyncio.create_task(standby(), name="shoal-standby"))
+            return
+        await start_engine()
+
+    async def standby() -> None:
+        assert settings.store_url is not None
+        while True:
+            release = await asyncio.to_thread(exclusive.try_hold_postgres, settings.store_url)
+            if release is not None:
+                break
+            await asyncio.sleep(_STANDBY_POLL_SECONDS)
+        runtime.release_engine = release
+        logging.getLogger("shoal").info("this server's engine dispatches now")
+        await start_engine()
+
+    async def start_engine() -> None:
         name = host_name(settings.data_dir)
         process = ProcessExecutor(
             settings.data_dir / "attempts",
@@ -117,6 +143,8 @@ def build(settings: Settings) -> Runtime:
             task.cancel()
         if runtime.engine is not None:
             await runtime.engine.stop()
+        if runtime.release_engine is not None:
+            runtime.release_engine()
         store.close()
 
     runtime.app = ShoalApp(ctx, logs=logs, on_startup=startup, on_shutdown=shutdown)

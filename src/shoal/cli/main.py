@@ -181,9 +181,9 @@ def server(
         allow_privileged=allow_privileged,
     )
     release_engine = None
-    if settings.engine:
+    if settings.engine and settings.store_url is None:
         try:
-            release_engine = exclusive.hold(settings.data_dir, settings.store_url)
+            release_engine = exclusive.hold(settings.data_dir)
         except exclusive.EngineLocked as e:
             raise click.ClickException(str(e)) from None
     try:

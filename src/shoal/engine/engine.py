@@ -505,6 +505,7 @@ class Engine:
             "taskId": task_id,
             "ce": ce.name,
             "executor": executor.name,
+            "home": executor.home(),
             "container": {"taskArn": self._task_arn(ce.name, task_id)},
         }
         runtime.pop("handle", None)
@@ -832,7 +833,9 @@ class Engine:
                 attempt.retryable = False
             if job.status is JobStatus.STARTING:
                 number = int(job.runtime.get("attemptNumber", 1))
-                attempt.handle = executor.recover(self._launch_spec(job, attempt, number))
+                attempt.handle = executor.recover(
+                    self._launch_spec(job, attempt, number), job.runtime.get("home")
+                )
                 if attempt.handle is None:
                     self._requeue(job)
                     continue
@@ -851,7 +854,7 @@ class Engine:
         """A STARTING attempt that never launched: the same attempt goes back to RUNNABLE."""
         runtime = dict(job.runtime)
         runtime["attemptNumber"] = int(runtime.get("attemptNumber", 1)) - 1
-        for key in ("taskId", "ce", "executor", "handle"):
+        for key in ("taskId", "ce", "executor", "handle", "home"):
             runtime.pop(key, None)
         if job.terminate_requested:
             # TerminateJob was accepted while it was STARTING: it never runs.

@@ -1,11 +1,11 @@
-"""One engine per store, until engines share work (roles and leases).
+"""One engine dispatches per store.
 
-Two engines on one store would each take the other's running jobs for their
-own after a restart, and sweep each other's attempt files: the second one
-to start refuses, with a message that says what to do instead. The lock is
-the kernel's (flock on the data directory's `engine.lock`) for SQLite, and a
-session advisory lock for PostgreSQL; both go with the process, `kill -9`
-included, so a restarted engine takes it at once.
+SQLite: a second engine on one data directory refuses to start, with a
+message that says what to do instead (the lock is the kernel's: flock on
+`engine.lock`). PostgreSQL: engines elect a dispatcher with a session
+advisory lock; the others stand by (serving the API) and the first to get
+the lock after the dispatcher dies takes over, reattaching to its jobs. Both
+locks go with their process, `kill -9` included.
 """
 
 from __future__ import annotations
@@ -23,11 +23,10 @@ class EngineLocked(Exception):
     """Another engine holds this store."""
 
 
-def hold(data_dir: Path, store_url: str | None) -> Callable[[], None]:
-    """Take the engine lock for this process; returns what releases it."""
-    if store_url is None:
-        return _hold_file(data_dir / "engine.lock")
-    return _hold_postgres(store_url)
+def hold(data_dir: Path) -> Callable[[], None]:
+    """Take a SQLite data directory's engine lock for this process; returns
+    what releases it. EngineLocked if another engine holds it."""
+    return _hold_file(data_dir / "engine.lock")
 
 
 def _hold_file(path: Path) -> Callable[[], None]:
@@ -48,17 +47,19 @@ def _hold_file(path: Path) -> Callable[[], None]:
     return lambda: os.close(fd)
 
 
-def _hold_postgres(url: str) -> Callable[[], None]:
+def try_hold_postgres(url: str) -> Callable[[], None] | None:
+    """Take a PostgreSQL database's engine lock if it is free: what releases
+    it, or None (another engine dispatches; try again later)."""
     import psycopg  # loaded only when PostgreSQL is used
 
-    conn = psycopg.connect(url, autocommit=True)
+    try:
+        conn = psycopg.connect(url, autocommit=True, connect_timeout=5)
+    except psycopg.Error:
+        return None
     row = conn.execute("SELECT pg_try_advisory_lock(%s)", (_PG_KEY,)).fetchone()
     if not row or not row[0]:
         conn.close()
-        raise EngineLocked(
-            "another shoal engine uses this PostgreSQL database, and engines do not share "
-            "one database yet. Start this server with --no-engine to serve the API only."
-        )
+        return None
 
     def release() -> None:
         with contextlib.suppress(Exception):

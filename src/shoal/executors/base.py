@@ -76,9 +76,16 @@ class Executor(Protocol):
         """SIGTERM the attempt, then SIGKILL it after `grace_seconds`. Idempotent."""
         ...
 
-    def recover(self, spec: LaunchSpec) -> Handle | None:
-        """For an attempt recorded as STARTING when the server died: its handle
-        if it did start, else None — and then it is guaranteed never to start."""
+    def home(self) -> dict[str, str]:
+        """Where this executor keeps its attempts (JSON), recorded with each
+        attempt as it is placed: an engine that takes over from another finds
+        them there, or knows they are out of its reach."""
+        ...
+
+    def recover(self, spec: LaunchSpec, home: dict[str, str] | None = None) -> Handle | None:
+        """For an attempt recorded as STARTING when its engine died (`home`
+        as recorded then; None for this executor's own): its handle if it did
+        start, else None — and then it is guaranteed never to start."""
         ...
 
     def release(self, handle: Handle) -> None:

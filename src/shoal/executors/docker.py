@@ -288,7 +288,11 @@ class DockerExecutor:
                 )
             )
 
-    def recover(self, spec: LaunchSpec) -> Handle | None:
+    def home(self) -> dict[str, str]:
+        # Containers are found by name through dockerd, whichever engine made them.
+        return {"host": os.uname().nodename}
+
+    def recover(self, spec: LaunchSpec, home: dict[str, str] | None = None) -> Handle | None:
         try:
             container = self.client.containers.get(f"shoal-{spec.task_id}")
         except docker.errors.NotFound:

@@ -59,6 +59,28 @@ async def _fail(error: LaunchError) -> Handle:
     raise error
 
 
+def _lost() -> Exit:
+    return Exit(
+        exit_code=None,
+        reason="CannotInspectContainerError: the job's supervisor ended without "
+        "recording an exit status",
+        status_reason=f"Host EC2 (instance {os.uname().nodename}) terminated.",
+    )
+
+
+def _home_of(handle: Handle) -> dict[str, str] | None:
+    """The home recorded in a handle (handles of older servers have none)."""
+    home = {k: str(handle[k]) for k in ("host", "boot", "root", "run") if handle.get(k)}
+    return home or None
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
 def _read_offset(mark: Path) -> int:
     try:
         return int(mark.read_text())
@@ -101,6 +123,7 @@ class ProcessExecutor:
         # loop, after the exit is recorded.
         self._cleaner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shoal-cleanup")
         self._pumped: dict[str, int] = {}  # output offset already in the log store, by task
+        self._foreign: dict[tuple[str, str], AttemptFiles] = {}
         self._launcher: Launcher | None = None
         if use_launcher:
             try:
@@ -115,8 +138,38 @@ class ProcessExecutor:
             except OSError as e:
                 log.warning("no launcher process (%s): launching in the server", e)
 
-    def _base(self, task: str) -> str:
-        return self.files.base(task)
+    def home(self) -> dict[str, str]:
+        """Where this executor's attempts live: recorded with each attempt, so
+        that an engine taking over (another data directory on this host, after
+        the first engine died) finds them, and one on another host, or after
+        a reboot, knows they are lost."""
+        return {
+            "host": os.uname().nodename,
+            "boot": _boot_id(),
+            "root": str(self.files.root),
+            "run": str(self.files.run),
+        }
+
+    def _files_for(self, home: dict[str, str] | None) -> AttemptFiles | None:
+        """The attempt files of `home` (ours when None); None if they are on
+        another host or from before a reboot."""
+        if not home or (home.get("root"), home.get("run")) == (
+            str(self.files.root),
+            str(self.files.run),
+        ):
+            return self.files
+        if (home.get("host"), home.get("boot")) != (os.uname().nodename, _boot_id()):
+            return None
+        key = (home["root"], home["run"])
+        if key not in self._foreign:
+            self._foreign[key] = AttemptFiles(
+                Path(home["root"]), Path(home["run"]), self.logs, None
+            )
+        return self._foreign[key]
+
+    def _base(self, task: str, handle: Handle | None = None) -> str:
+        run = (handle or {}).get("run")
+        return str(Path(run) / task) if run else self.files.base(task)
 
     # -- launching ------------------------------------------------------------
     def launch(self, spec: LaunchSpec) -> Awaitable[Handle]:
@@ -159,6 +212,7 @@ class ProcessExecutor:
             "cgroup": launched["cgroup"],
             "group": spec.log_group,
             "stream": spec.log_stream,
+            **self.home(),
         }
 
     def _resolve_lost(self, spec: LaunchSpec) -> Handle:
@@ -170,11 +224,24 @@ class ProcessExecutor:
         self._pumped[spec.task_id] = 0
         return handle
 
-    def recover(self, spec: LaunchSpec) -> Handle | None:
-        base = self._base(spec.task_id)
-        if not os.path.isdir(self.files.workdir(spec.task_id)):
+    def recover(self, spec: LaunchSpec, home: dict[str, str] | None = None) -> Handle | None:
+        files = self._files_for(home)
+        lost: Handle = {
+            "task": spec.task_id,
+            "pid": 0,
+            "cgroup": None,
+            "group": spec.log_group,
+            "stream": spec.log_stream,
+        }
+        if files is None:
+            return lost  # launched on another host, or before a reboot
+        where = {**self.home(), "root": str(files.root), "run": str(files.run)}
+        base = files.base(spec.task_id)
+        if not os.path.isdir(files.workdir(spec.task_id)):
             return None  # the launch never got as far as spawning
-        if self.host_restarted:
+        if files is not self.files and not files.run.is_dir():
+            return {**lost, **where}  # its run files went with a reboot
+        if self.host_restarted and files is self.files:
             # Spawned before the host restarted: whatever it did is lost with
             # its run files (`wait` then reports the host as terminated).
             return {
@@ -191,8 +258,8 @@ class ProcessExecutor:
         else:
             # We won the claim: the supervisor, if it ever runs, exits at once.
             os.close(fd)
-            cgroup = self.files.cgroup(spec.task_id)
-            self.release({"task": spec.task_id, "cgroup": str(cgroup) if cgroup else None})
+            cgroup = self.files.cgroup(spec.task_id) if files is self.files else None
+            self.release({"task": spec.task_id, "cgroup": str(cgroup) if cgroup else None, **where})
             return None
         text = ""
         deadline = time.monotonic() + 30.0
@@ -201,18 +268,21 @@ class ProcessExecutor:
             if text:
                 break
             time.sleep(0.01)
-        cgroup = self.files.cgroup(spec.task_id)
+        cgroup = self.files.cgroup(spec.task_id) if files is self.files else None
         return {
             "task": spec.task_id,
             "pid": int(text) if text else 0,
             "cgroup": str(cgroup) if cgroup and cgroup.exists() else None,
             "group": spec.log_group,
             "stream": spec.log_stream,
+            **where,
         }
 
     # -- waiting --------------------------------------------------------------
     async def wait(self, handle: Handle) -> Exit:
         pid, task = int(handle["pid"]), str(handle["task"])
+        if self._files_for(_home_of(handle)) is None:
+            return _lost()  # launched on another host, or before this host rebooted
         loop = asyncio.get_running_loop()
         ended: asyncio.Future[None] = loop.create_future()
         fd = self._watch(pid, task, ended)
@@ -283,7 +353,7 @@ class ProcessExecutor:
                 _, status = os.waitpid(pid, 0)
                 returncode = os.waitstatus_to_exitcode(status)
         try:
-            code: int | None = int(Path(self._base(task) + ".exit").read_text().strip())
+            code: int | None = int(Path(self._base(task, handle) + ".exit").read_text().strip())
         except (OSError, ValueError):
             code = None
         if code is None:
@@ -299,12 +369,7 @@ class ProcessExecutor:
         if code is None:
             # The supervisor died without a word (killed while shoal was down):
             # what the job did is unknown, as after the loss of a host.
-            return Exit(
-                exit_code=None,
-                reason="CannotInspectContainerError: the job's supervisor ended without "
-                "recording an exit status",
-                status_reason=f"Host EC2 (instance {os.uname().nodename}) terminated.",
-            )
+            return _lost()
         return Exit(exit_code=code)
 
     def _pump(self, handle: Handle, *, final: bool) -> bool:
@@ -314,7 +379,7 @@ class ProcessExecutor:
         While the job runs only complete lines move; once it has ended, a last
         line without a newline is output too."""
         task = str(handle["task"])
-        base = self._base(task)
+        base = self._base(task, handle)
         mark = Path(base + ".pumped")
         try:
             offset = self._pumped.get(task)
@@ -389,12 +454,18 @@ class ProcessExecutor:
         if fd is not None:
             os.close(fd)
         cgroup = handle.get("cgroup")
+        files = self._files_for(_home_of(handle))
+        if files is not self.files:
+            # Another engine's attempt (same host): its files, off the loop.
+            if files is not None:
+                self._cleaner.submit(self._clean, task, cgroup, files)
+            return
         if self._launcher is None or not self._launcher.clean(task, cgroup):
-            self._cleaner.submit(self._clean, task, cgroup)
+            self._cleaner.submit(self._clean, task, cgroup, files)
 
-    def _clean(self, task: str, cgroup: str | None) -> None:
+    def _clean(self, task: str, cgroup: str | None, files: AttemptFiles) -> None:
         try:
-            self.files.clean(task, cgroup)
+            files.clean(task, cgroup)
         except OSError:
             log.exception("cleaning up after %s failed", task)
 
