@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 from conftest import Server
 from engine_support import (
     ENGINE_ARGS,
@@ -43,9 +44,11 @@ def test_a_second_engine_on_one_data_dir_refuses(tmp_path: Path, servers: list[S
 def test_an_api_server_beside_the_engine_shares_its_work(
     tmp_path: Path, servers: list[Server]
 ) -> None:
-    engine = start_engine_server(tmp_path, "--host-vcpus", "8")
+    engine = start_engine_server(tmp_path, "--host-vcpus", "8", "--role", "engine")
     servers.append(engine)
-    api = Server(data_dir=tmp_path / "data", args=["--no-engine"]).start()
+    with pytest.raises(ClientError, match="runs the engine only"):
+        engine.client("batch").describe_job_queues()
+    api = Server(data_dir=tmp_path / "data", args=["--role", "api"]).start()
     servers.append(api)
     batch = api.client("batch")
     env = make_env(batch, "beside")

@@ -30,6 +30,8 @@ class Settings:
     sqlite_synchronous: str = "NORMAL"
     # Run jobs (False: a pure control plane; jobs stay where they are).
     engine: bool = True
+    # Answer the AWS APIs (False: an engine-only process; /health still answers).
+    serve_api: bool = True
     # Executor of compute environments without a `shoal:executor` tag.
     default_executor: str = "process"
     # SIGTERM -> SIGKILL grace on timeout and TerminateJob (AWS: 30 s).

@@ -123,6 +123,13 @@ class ShoalApp:
             path = path[v1:]
         if path == "/health" and request.method in ("GET", "HEAD"):
             return 200, {"status": "ok"}
+        if not self.ctx.settings.serve_api:
+            raise WireError(
+                404,
+                "UnknownOperationException",
+                "This shoal process runs the engine only (--role engine): send API calls to "
+                "a process with --role api or all.",
+            )
         if path.startswith("/v1/tags/"):
             return 200, self._tags(request, path[len("/v1/tags/") :])
         name = batch.OPERATIONS_BY_PATH.get(path.lower())

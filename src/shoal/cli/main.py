@@ -85,6 +85,15 @@ def _store_url(ctx: click.Context, param: click.Parameter, value: str) -> str | 
     help="Run jobs; --no-engine serves the API only (jobs are accepted, not run).",
 )
 @click.option(
+    "--role",
+    type=click.Choice(["all", "api", "engine"]),
+    default="all",
+    show_default=True,
+    help="api: serve the AWS APIs only (as --no-engine); engine: run jobs only (only "
+    "/health answers); all: both. Any number of api processes may share a store; one "
+    "engine dispatches (on PostgreSQL the others stand by).",
+)
+@click.option(
     "--kill-grace-seconds",
     default=30.0,
     show_default=True,
@@ -142,6 +151,7 @@ def server(
     store: str | None,
     sqlite_sync: str,
     engine: bool,
+    role: str,
     kill_grace_seconds: float,
     host_vcpus: float | None,
     host_memory_mib: int | None,
@@ -170,7 +180,8 @@ def server(
         min_timeout_seconds=min_timeout_seconds,
         store_url=store,
         sqlite_synchronous=sqlite_sync,
-        engine=engine,
+        engine=engine and role != "api",
+        serve_api=role != "engine",
         kill_grace_seconds=kill_grace_seconds,
         host_vcpus=host_vcpus,
         host_memory_mib=host_memory_mib,
