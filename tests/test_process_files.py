@@ -10,9 +10,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from engine_support import (
     job_log,
     log_lines,
     make_env,
+    pid_alive,
     read_pid,
     restart,
     sh,
@@ -181,3 +184,33 @@ def test_each_attempt_starts_in_an_empty_working_directory(
     pool = tmp_path / "data" / "attempts" / ".pool"
     wait_until(lambda: any(pool.iterdir()), what="an emptied directory in the pool")
     assert all(not any(p.iterdir()) for p in pool.iterdir())
+
+
+def test_an_attempt_from_another_host_is_lost(tmp_path: Path, servers: list[Server]) -> None:
+    """A store shared by engines on several hosts: an attempt launched on a
+    host that is gone cannot be reattached here. It fails as a lost host, and
+    its process here (there is none of that name) is never touched."""
+    first = start_engine_server(tmp_path, "--host-vcpus", "8")
+    servers.append(first)
+    batch = first.client("batch")
+    env = make_env(batch, "elsewhere")
+    pidfile = tmp_path / "pid"
+    job_id = submit(batch, env, sh(f"echo $$ > {pidfile}; sleep 30"))
+    wait_for(batch, job_id, "RUNNING")
+    pid = read_pid(pidfile)
+    first.stop(signal.SIGKILL)
+    # Rewrite where the attempt ran: another host.
+    db = sqlite3.connect(tmp_path / "data" / "shoal.db")
+    with db:
+        (runtime,) = db.execute("SELECT runtime FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        doc = json.loads(runtime)
+        doc["handle"]["host"] = doc["home"]["host"] = "another-host"
+        db.execute("UPDATE jobs SET runtime = ? WHERE job_id = ?", (json.dumps(doc), job_id))
+    db.close()
+    second = restart(first)
+    servers.append(second)
+    detail = wait_for(second.client("batch"), job_id, timeout=20)
+    assert detail["status"] == "FAILED", detail
+    assert detail["statusReason"].startswith(HOST_TERMINATED)
+    assert pid_alive(pid)  # not ours to stop: on "another host"
+    os.kill(pid, signal.SIGKILL)

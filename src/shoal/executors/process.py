@@ -153,18 +153,16 @@ class ProcessExecutor:
     def _files_for(self, home: dict[str, str] | None) -> AttemptFiles | None:
         """The attempt files of `home` (ours when None); None if they are on
         another host or from before a reboot."""
-        if not home or (home.get("root"), home.get("run")) == (
-            str(self.files.root),
-            str(self.files.run),
-        ):
+        if not home:
             return self.files
-        if (home.get("host"), home.get("boot")) != (os.uname().nodename, _boot_id()):
+        here = (os.uname().nodename, _boot_id())
+        if "host" in home and (home.get("host"), home.get("boot", here[1])) != here:
             return None
-        key = (home["root"], home["run"])
+        key = (home.get("root", str(self.files.root)), home.get("run", str(self.files.run)))
+        if key == (str(self.files.root), str(self.files.run)):
+            return self.files
         if key not in self._foreign:
-            self._foreign[key] = AttemptFiles(
-                Path(home["root"]), Path(home["run"]), self.logs, None
-            )
+            self._foreign[key] = AttemptFiles(Path(key[0]), Path(key[1]), self.logs, None)
         return self._foreign[key]
 
     def _base(self, task: str, handle: Handle | None = None) -> str:
