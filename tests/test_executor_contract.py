@@ -304,3 +304,21 @@ def test_containers_are_removed_once_recorded(batch: Any) -> None:
         return not out.strip()
 
     wait_until(gone, timeout=20, what="the container to be removed")
+
+
+def test_a_server_without_dockerd_runs_and_fails_docker_jobs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-dockerd.sock")
+    server = start_engine_server(tmp_path, *SERVER_ARGS)
+    try:
+        batch = server.client("batch")
+        process_env = setup_executor(batch, "process")
+        docker_env = setup_executor(batch, "docker")
+        ok = wait_for(batch, run(batch, process_env, ["true"]), timeout=30)
+        assert ok["status"] == "SUCCEEDED"
+        failed = wait_for(batch, run(batch, docker_env, ["true"]), timeout=30)
+        assert (failed["status"], failed["statusReason"]) == ("FAILED", "Task failed to start")
+        assert failed["attempts"][0]["container"]["reason"].startswith("CannotStartContainerError")
+    finally:
+        shutdown(server)

@@ -73,9 +73,18 @@ class DockerExecutor:
         self.owner = owner
         self.allowed_roots = [p.resolve() for p in allowed_roots or []]
         self.allow_privileged = allow_privileged
-        self.client = client or docker.from_env(timeout=120)
+        self._client = client
         self._pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="shoal-docker")
         self._killed: set[str] = set()
+
+    @property
+    def client(self) -> Any:
+        """The Docker client, made at first use (docker.from_env asks dockerd
+        for its API version at once): a server on a host without dockerd
+        starts, and its docker jobs fail to launch until dockerd runs."""
+        if self._client is None:
+            self._client = docker.from_env(timeout=120)
+        return self._client
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -293,10 +302,21 @@ class DockerExecutor:
         return {"host": os.uname().nodename}
 
     def recover(self, spec: LaunchSpec, home: dict[str, str] | None = None) -> Handle | None:
+        name = f"shoal-{spec.task_id}"
         try:
-            container = self.client.containers.get(f"shoal-{spec.task_id}")
+            container = self.client.containers.get(name)
         except docker.errors.NotFound:
             return None  # never created: it cannot start any more
+        except Exception:
+            # dockerd is out of reach: whether it started is unknown, so it is
+            # not started again; waiting for it decides.
+            log.exception("cannot look for container %s", name)
+            return {
+                "task": spec.task_id,
+                "container": name,
+                "group": spec.log_group,
+                "stream": spec.log_stream,
+            }
         if container.status == "created":
             # Created, never started: remove it, and it never will.
             with contextlib.suppress(docker.errors.APIError):
@@ -331,5 +351,6 @@ class DockerExecutor:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=False)
-        with contextlib.suppress(Exception):
-            self.client.close()
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.close()
