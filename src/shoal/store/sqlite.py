@@ -119,6 +119,38 @@ _JOB_COLUMNS = (
 )
 
 
+_INSERT_JOB = (
+    "INSERT INTO jobs (job_id, job_name, queue, def_name, def_rev, status, "
+    "status_reason, created_at, started_at, stopped_at, share_identifier, "
+    "array_parent, array_size, is_cancelled, is_terminated, spec, runtime, tags, token) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _job_row(job: Job, token: str | None) -> tuple[Any, ...]:
+    return (
+        job.job_id,
+        job.job_name,
+        job.queue,
+        job.definition_name,
+        job.definition_revision,
+        job.status.value,
+        job.status_reason,
+        job.created_at,
+        job.started_at,
+        job.stopped_at,
+        job.share_identifier,
+        job.array_parent,
+        job.array_size,
+        int(job.is_cancelled),
+        int(job.is_terminated),
+        codec.dumps(job.spec),
+        codec.dumps(job.runtime),
+        codec.dumps(job.tags),
+        token,
+    )
+
+
 def _job_from_row(row: Sequence[Any]) -> Job:
     return Job(
         job_id=row[1],
@@ -277,33 +309,7 @@ class SqliteTransaction:
 
     # -- jobs -----------------------------------------------------------------
     def insert_job(self, job: Job, token: str | None = None) -> None:
-        self._c.execute(
-            "INSERT INTO jobs (job_id, job_name, queue, def_name, def_rev, status, "
-            "status_reason, created_at, started_at, stopped_at, share_identifier, "
-            "array_parent, array_size, is_cancelled, is_terminated, spec, runtime, tags, token) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                job.job_id,
-                job.job_name,
-                job.queue,
-                job.definition_name,
-                job.definition_revision,
-                job.status.value,
-                job.status_reason,
-                job.created_at,
-                job.started_at,
-                job.stopped_at,
-                job.share_identifier,
-                job.array_parent,
-                job.array_size,
-                int(job.is_cancelled),
-                int(job.is_terminated),
-                codec.dumps(job.spec),
-                codec.dumps(job.runtime),
-                codec.dumps(job.tags),
-                token,
-            ),
-        )
+        self._c.execute(_INSERT_JOB, _job_row(job, token))
 
     def get_jobs(self, job_ids: Sequence[str]) -> dict[str, Job]:
         found: dict[str, Job] = {}
@@ -433,35 +439,7 @@ class SqliteTransaction:
 
     # -- array jobs and retention ----------------------------------------------
     def insert_jobs(self, jobs: Sequence[Job]) -> None:
-        self._c.executemany(
-            "INSERT INTO jobs (job_id, job_name, queue, def_name, def_rev, status, "
-            "status_reason, created_at, started_at, stopped_at, share_identifier, "
-            "array_parent, array_size, is_cancelled, is_terminated, spec, runtime, tags, token) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
-            [
-                (
-                    job.job_id,
-                    job.job_name,
-                    job.queue,
-                    job.definition_name,
-                    job.definition_revision,
-                    job.status.value,
-                    job.status_reason,
-                    job.created_at,
-                    job.started_at,
-                    job.stopped_at,
-                    job.share_identifier,
-                    job.array_parent,
-                    job.array_size,
-                    int(job.is_cancelled),
-                    int(job.is_terminated),
-                    codec.dumps(job.spec),
-                    codec.dumps(job.runtime),
-                    codec.dumps(job.tags),
-                )
-                for job in jobs
-            ],
-        )
+        self._c.executemany(_INSERT_JOB, [_job_row(job, None) for job in jobs])
 
     def child_counts(self, parent_ids: Sequence[str]) -> dict[str, dict[str, int]]:
         counts: dict[str, dict[str, int]] = {p: {} for p in parent_ids}
