@@ -50,7 +50,7 @@ from shoal.domain.records import (
     JobStatus,
     SchedulingPolicy,
 )
-from shoal.store import codec, postgres_schema
+from shoal.store import codec, job_filters, postgres_schema
 from shoal.store.base import JobQuery, StoreError
 
 Conn = psycopg.Connection[tuple[Any, ...]]
@@ -135,9 +135,17 @@ def _definition(row: Sequence[Any]) -> JobDefinition:
     return codec.definition_from_row(row[0], row[1], row[2], row[3], codec.loads(row[4]))
 
 
-def _like_prefix(prefix: str) -> str:
-    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return escaped + "%"
+# lower() of a "C" column folds ASCII only: values are folded the same way
+# here (not with the database's locale), as SQLite's NOCASE does.
+_DIALECT = job_filters.Dialect(
+    mark="%s",
+    name_equals=lambda name: ("lower(job_name) = %s", name.translate(_ASCII_LOWER)),
+    name_prefix=lambda prefix: (
+        "lower(job_name) LIKE %s",
+        job_filters.like_prefix(prefix.translate(_ASCII_LOWER)),
+    ),
+    definition_prefix=lambda prefix: ("def_name LIKE %s", job_filters.like_prefix(prefix)),
+)
 
 
 def _statuses(statuses: Sequence[JobStatus]) -> list[str]:
@@ -330,46 +338,8 @@ class PostgresTransaction:
         return cur.rowcount == 1
 
     def list_jobs(self, query: JobQuery) -> list[tuple[int, Job]]:
-        where: list[str] = []
-        args: list[Any] = []
-
-        def add(clause: str, *values: Any) -> None:
-            where.append(clause)
-            args.extend(values)
-
-        if query.queue is not None:
-            add("queue = %s", query.queue)
-        if query.array_parent is not None:
-            add("array_parent = %s", query.array_parent)
-        if query.top_level_only:
-            add("array_parent IS NULL")
-        if query.status is not None:
-            add("status = %s", query.status.value)
-        # lower() of a "C" column folds ASCII only: fold the value the same
-        # way here (not with the database's locale), as SQLite's NOCASE does.
-        if query.name_equals is not None:
-            add("lower(job_name) = %s", query.name_equals.translate(_ASCII_LOWER))
-        if query.name_prefix is not None:
-            pattern = _like_prefix(query.name_prefix.translate(_ASCII_LOWER))
-            add("lower(job_name) LIKE %s", pattern)
-        if query.definition_name is not None:
-            add("def_name = %s", query.definition_name)
-        if query.definition_prefix is not None:
-            add("def_name LIKE %s", _like_prefix(query.definition_prefix))  # case-sensitive
-        if query.definition_revision is not None:
-            add("def_rev = %s", query.definition_revision)
-        if query.created_before is not None:
-            add("created_at < %s", query.created_before)
-        if query.created_after is not None:
-            add("created_at > %s", query.created_after)
-        if query.share_identifier is not None:
-            add("share_identifier = %s", query.share_identifier)
-        if query.before_seq is not None:
-            add("seq < %s", query.before_seq)
-        sql = f"SELECT {_JOB_COLUMNS} FROM jobs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY seq DESC LIMIT %s"
+        clause, args = job_filters.where(query, _DIALECT)
+        sql = f"SELECT {_JOB_COLUMNS} FROM jobs{clause} ORDER BY seq DESC LIMIT %s"
         # Never a prepared (generic) plan: a LIKE prefix uses the name index
         # only when the planner sees the pattern.
         rows = self._c.execute(sql, (*args, query.limit), prepare=False).fetchall()

@@ -27,7 +27,7 @@ from shoal.domain.records import (
     JobStatus,
     SchedulingPolicy,
 )
-from shoal.store import codec, migrations
+from shoal.store import codec, job_filters, migrations
 from shoal.store.base import JobQuery, StoreError, chunks
 from shoal.store.migrations import Migration
 
@@ -363,47 +363,11 @@ class SqliteTransaction:
         return cur.rowcount == 1
 
     def list_jobs(self, query: JobQuery) -> list[tuple[int, Job]]:
-        where: list[str] = []
-        args: list[Any] = []
-
-        def add(clause: str, *values: Any) -> None:
-            where.append(clause)
-            args.extend(values)
-
-        if query.queue is not None:
-            add("queue = ?", query.queue)
-        if query.array_parent is not None:
-            add("array_parent = ?", query.array_parent)
-        if query.top_level_only:
-            add("array_parent IS NULL")
-        if query.status is not None:
-            add("status = ?", query.status.value)
-        if query.name_equals is not None:
-            add("job_name = ? COLLATE NOCASE", query.name_equals)
-        if query.name_prefix is not None:
-            add("job_name LIKE ? ESCAPE '\\'", _like_prefix(query.name_prefix))
-        if query.definition_name is not None:
-            add("def_name = ?", query.definition_name)
-        if query.definition_prefix is not None:
-            # GLOB is case-sensitive, as the JOB_DEFINITION filter is.
-            add("def_name GLOB ?", _glob_prefix(query.definition_prefix))
-        if query.definition_revision is not None:
-            add("def_rev = ?", query.definition_revision)
-        if query.created_before is not None:
-            add("created_at < ?", query.created_before)
-        if query.created_after is not None:
-            add("created_at > ?", query.created_after)
-        if query.share_identifier is not None:
-            add("share_identifier = ?", query.share_identifier)
-        if query.before_seq is not None:
-            add("seq < ?", query.before_seq)
+        clause, args = job_filters.where(query, _DIALECT)
         # Two steps: the page's seqs first (often from an index alone, without
         # touching a row), then only those rows. A filter matching 50,000 jobs
         # otherwise reads and sorts all of their rows to return 100.
-        sql = "SELECT seq FROM jobs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY seq DESC LIMIT ?"
+        sql = f"SELECT seq FROM jobs{clause} ORDER BY seq DESC LIMIT ?"
         seqs = [r[0] for r in self._c.execute(sql, (*args, query.limit)).fetchall()]
         if not seqs:
             return []
@@ -481,14 +445,18 @@ class SqliteTransaction:
         return gone
 
 
-def _like_prefix(prefix: str) -> str:
-    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return escaped + "%"
-
-
 def _glob_prefix(prefix: str) -> str:
     escaped = "".join(f"[{ch}]" if ch in "*?[" else ch for ch in prefix)
     return escaped + "*"
+
+
+_DIALECT = job_filters.Dialect(
+    mark="?",
+    name_equals=lambda name: ("job_name = ? COLLATE NOCASE", name),
+    name_prefix=lambda prefix: ("job_name LIKE ? ESCAPE '\\'", job_filters.like_prefix(prefix)),
+    # GLOB is case-sensitive, as the JOB_DEFINITION filter is.
+    definition_prefix=lambda prefix: ("def_name GLOB ?", _glob_prefix(prefix)),
+)
 
 
 class SqliteStore:
