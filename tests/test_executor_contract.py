@@ -322,3 +322,33 @@ def test_a_server_without_dockerd_runs_and_fails_docker_jobs(
         assert failed["attempts"][0]["container"]["reason"].startswith("CannotStartContainerError")
     finally:
         shutdown(server)
+
+
+@needs_docker
+def test_the_default_executor_setting_applies_to_untagged_environments(tmp_path: Path) -> None:
+    server = start_engine_server(tmp_path, *SERVER_ARGS, "--default-executor", "docker")
+    try:
+        batch = server.client("batch")
+        ce = make_ce(batch, "untagged-ce")
+        make_queue(batch, "untagged-q", [ce])
+        batch.register_job_definition(
+            jobDefinitionName="untagged",
+            type="container",
+            containerProperties={
+                "image": IMAGE,
+                "command": ["cat", "/proc/1/comm"],
+                "resourceRequirements": [
+                    {"type": "VCPU", "value": "1"},
+                    {"type": "MEMORY", "value": "64"},
+                ],
+            },
+        )
+        job_id = batch.submit_job(
+            jobName="untagged", jobQueue="untagged-q", jobDefinition="untagged"
+        )["jobId"]
+        detail = wait_for(batch, job_id, timeout=30)
+        assert detail["status"] == "SUCCEEDED", detail
+        # PID 1 is the job's own command: it runs in a container of its own.
+        assert job_log(server.client("logs"), detail) == ["cat"]
+    finally:
+        shutdown(server)

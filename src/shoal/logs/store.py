@@ -206,7 +206,7 @@ class LogStore:
     def _info(self, path: Path, name: str) -> StreamInfo:
         stat = path.stat()
         first = self.read_forward_path(path, 0, 1)
-        last = self._last_event(path)
+        last = self.last_event(path)
         return StreamInfo(
             name=name,
             # Files have no creation time that survives appends here: the
@@ -229,12 +229,9 @@ class LogStore:
                 events.append(_parse(line))
         return events
 
-    def last_event(self, path: Path) -> Event | None:
-        """The last complete event of a stream's file."""
-        return self._last_event(path)
-
     @staticmethod
-    def _last_event(path: Path) -> Event | None:
+    def last_event(path: Path) -> Event | None:
+        """The last complete event of a stream's file."""
         with path.open("rb") as f:
             size = f.seek(0, os.SEEK_END)
             step = min(size, 4096)
