@@ -59,7 +59,12 @@ def executor_params() -> list[Any]:
     ]
 
 
-def setup_executor(batch: Any, executor: str, *, max_vcpus: int = 16) -> dict[str, str]:
+def setup_executor(
+    batch: Any, executor: str, gates: Path, *, max_vcpus: int = 16
+) -> dict[str, str]:
+    """A compute environment, queue and definition for `executor`. The
+    directory `gates` is at the same path for processes and containers (a
+    bind mount): jobs wait there for files the test makes."""
     ce = make_ce(
         batch,
         f"{executor}-ce",
@@ -78,9 +83,22 @@ def setup_executor(batch: Any, executor: str, *, max_vcpus: int = 16) -> dict[st
                 {"type": "VCPU", "value": "1"},
                 {"type": "MEMORY", "value": "64"},
             ],
+            "volumes": [{"name": "gates", "host": {"sourcePath": str(gates)}}],
+            "mountPoints": [{"sourceVolume": "gates", "containerPath": str(gates)}],
         },
     )
     return {"queue": f"{executor}-q", "definition": f"{executor}-def"}
+
+
+def gated(gate: Path, before: str, after: str) -> list[str]:
+    """A job that runs `before`, waits for `gate` to exist, then runs `after`."""
+    return sh(f"{before}; until [ -e {gate} ]; do sleep 0.02; done; {after}")
+
+
+def start_with_gates(tmp_path: Path, *extra: str) -> tuple[Server, Path]:
+    gates = tmp_path / "gates"
+    gates.mkdir(exist_ok=True)
+    return start_engine_server(tmp_path, *SERVER_ARGS, "--volume-root", str(gates), *extra), gates
 
 
 def run(batch: Any, env: dict[str, str], command: list[str], **kwargs: Any) -> str:
@@ -96,13 +114,23 @@ def run(batch: Any, env: dict[str, str], command: list[str], **kwargs: Any) -> s
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_engine_server(tmp_path_factory.mktemp("contract"), *SERVER_ARGS)
+def started(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Path]]:
+    srv, gates = start_with_gates(tmp_path_factory.mktemp("contract"))
     batch = srv.client("batch")
     for executor in EXECUTORS:
-        setup_executor(batch, executor)
-    yield srv
+        setup_executor(batch, executor, gates)
+    yield srv, gates
     shutdown(srv)
+
+
+@pytest.fixture
+def server(started: tuple[Server, Path]) -> Server:
+    return started[0]
+
+
+@pytest.fixture
+def gates(started: tuple[Server, Path]) -> Path:
+    return started[1]
 
 
 @pytest.fixture(params=executor_params())
@@ -209,16 +237,16 @@ def test_out_of_memory_kill(batch: Any, logs: Any, env: dict[str, str]) -> None:
 
 
 def test_output_reaches_the_log_while_the_job_runs(
-    batch: Any, logs: Any, env: dict[str, str], tmp_path: Path, executor: str
+    batch: Any, logs: Any, env: dict[str, str], gates: Path, executor: str
 ) -> None:
-    # Inside a container the gate is a file the job makes itself after a while:
-    # the test reads the first line before the job can have ended.
-    job_id = run(batch, env, sh("echo first; sleep 3; echo second"))
+    gate = gates / f"log-{executor}"
+    job_id = run(batch, env, gated(gate, "echo first", "echo second"))
     running = wait_for(batch, job_id, "RUNNING", timeout=30)
-    wait_until(lambda: job_log(logs, wait_for(batch, job_id, ("RUNNING", "SUCCEEDED"))))
-    early = job_log(logs, describe_now(batch, job_id))
-    assert early == ["first"], early
+    wait_until(lambda: job_log(logs, describe_now(batch, job_id)), what="the first line")
+    # The job waits for the gate: it is certainly still running here.
+    assert job_log(logs, describe_now(batch, job_id)) == ["first"]
     assert describe_now(batch, job_id)["status"] == "RUNNING"
+    gate.touch()
     done = wait_for(batch, job_id, timeout=30)
     assert done["status"] == "SUCCEEDED"
     assert job_log(logs, done) == ["first", "second"]
@@ -233,22 +261,26 @@ def describe_now(batch: Any, job_id: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("executor_name", executor_params())
 def test_reattach_after_a_kill(tmp_path: Path, executor_name: str) -> None:
-    first = start_engine_server(tmp_path, *SERVER_ARGS)
+    first, gates = start_with_gates(tmp_path)
     servers = [first]
     try:
         batch = first.client("batch")
-        env = setup_executor(batch, executor_name)
-        job_id = run(batch, env, sh("echo before; sleep 4; echo after; exit 5"))
+        env = setup_executor(batch, executor_name, gates)
+        gate = gates / "go"
+        job_id = run(batch, env, gated(gate, "echo before", "echo after; exit 5"))
         wait_for(batch, job_id, "RUNNING", timeout=30)
         wait_until(
             lambda: job_log(first.client("logs"), describe_now(batch, job_id)) == ["before"],
-            timeout=10,
+            timeout=30,
             what="the first line",
         )
+        assert describe_now(batch, job_id)["status"] == "RUNNING"  # held by the gate
         first.stop(signal.SIGKILL)
         second = restart(first)
         servers.append(second)
         batch, logs = second.client("batch"), second.client("logs")
+        assert describe_now(batch, job_id)["status"] == "RUNNING"
+        gate.touch()
         detail = wait_for(batch, job_id, timeout=40)
         assert detail["status"] == "FAILED"
         assert detail["container"]["exitCode"] == 5
@@ -289,32 +321,35 @@ def test_missing_image_fails_to_start(batch: Any, server: Server) -> None:
 
 
 @needs_docker
-def test_containers_are_removed_once_recorded(batch: Any) -> None:
+def test_containers_are_removed_once_recorded(batch: Any, gates: Path) -> None:
     env = {"queue": "docker-q", "definition": "docker-def"}
-    job_id = run(batch, env, ["true"])
-    wait_for(batch, job_id, timeout=30)
+    gate = gates / "removed"
+    job_id = run(batch, env, gated(gate, "true", "true"))
 
-    def gone() -> bool:
-        out = subprocess.run(
+    def containers() -> str:
+        return subprocess.run(
             ["docker", "ps", "-aq", "--filter", f"label=shoal.job={job_id}"],
             capture_output=True,
             text=True,
             check=True,
-        ).stdout
-        return not out.strip()
+        ).stdout.strip()
 
-    wait_until(gone, timeout=20, what="the container to be removed")
+    wait_for(batch, job_id, "RUNNING", timeout=30)
+    assert containers()  # labelled with its job while it runs
+    gate.touch()
+    wait_for(batch, job_id, timeout=30)
+    wait_until(lambda: not containers(), timeout=20, what="the container to be removed")
 
 
 def test_a_server_without_dockerd_runs_and_fails_docker_jobs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-dockerd.sock")
-    server = start_engine_server(tmp_path, *SERVER_ARGS)
+    server, gates = start_with_gates(tmp_path)
     try:
         batch = server.client("batch")
-        process_env = setup_executor(batch, "process")
-        docker_env = setup_executor(batch, "docker")
+        process_env = setup_executor(batch, "process", gates)
+        docker_env = setup_executor(batch, "docker", gates)
         ok = wait_for(batch, run(batch, process_env, ["true"]), timeout=30)
         assert ok["status"] == "SUCCEEDED"
         failed = wait_for(batch, run(batch, docker_env, ["true"]), timeout=30)
