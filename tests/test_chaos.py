@@ -244,6 +244,21 @@ def test_nothing_is_lost_or_run_twice_under_kills(cluster: Cluster, tmp_path: Pa
     twice = [key for key, n in ran.items() if n > 1]
     assert not twice, f"attempts that ran more than once: {twice[:10]}"
     runs_by_job = collections.Counter(job for job, _ in ran)
+    # No job was created twice by a retried SubmitJob: nothing ran that was
+    # not submitted once, and the queue holds exactly the jobs submitted.
+    assert set(runs_by_job) <= set(expected), set(runs_by_job) - set(expected)
+    listed: list[str] = []
+    kwargs: dict[str, Any] = {
+        "jobQueue": "chaos-q",
+        "filters": [{"name": "JOB_NAME", "values": ["*"]}],
+    }
+    while True:
+        page = batch.list_jobs(**kwargs)
+        listed += [summary["jobId"] for summary in page["jobSummaryList"]]
+        if not page.get("nextToken"):
+            break
+        kwargs["nextToken"] = page["nextToken"]
+    assert sorted(listed) == sorted(j for j in expected if ":" not in j)
     ids = list(expected)
     found: dict[str, dict[str, Any]] = {}
     for start in range(0, len(ids), 100):

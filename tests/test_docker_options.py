@@ -76,14 +76,16 @@ def test_a_volume_inside_an_allowed_root(batch: Any, logs: Any, allowed: Path) -
 
 
 def test_a_read_only_mount(batch: Any, logs: Any, allowed: Path) -> None:
+    (allowed / "ro.txt").write_text("readable\n")
     detail = run(
         batch,
         "rovol",
-        sh("(echo no > /data/nope.txt) 2>/dev/null || echo refused"),
+        sh("cat /data/ro.txt; (echo no > /data/nope.txt) 2>/dev/null || echo refused"),
         volumes=[{"name": "data", "host": {"sourcePath": str(allowed)}}],
         mountPoints=[{"sourceVolume": "data", "containerPath": "/data", "readOnly": True}],
     )
-    assert job_log(logs, detail)[-1] == "refused"
+    assert detail["status"] == "SUCCEEDED", detail
+    assert job_log(logs, detail) == ["readable", "refused"]  # mounted, read-only
     assert not (allowed / "nope.txt").exists()
 
 

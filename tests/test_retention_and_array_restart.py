@@ -30,7 +30,7 @@ def servers() -> Any:
 
 
 def test_finished_jobs_go_after_the_retention(tmp_path: Path, servers: list[Server]) -> None:
-    server = start_engine_server(tmp_path, "--host-vcpus", "8", "--job-retention-seconds", "1")
+    server = start_engine_server(tmp_path, "--host-vcpus", "8", "--job-retention-seconds", "3")
     servers.append(server)
     batch = server.client("batch")
     env = make_env(batch, "keep")
@@ -70,6 +70,7 @@ def test_an_array_survives_a_kill_mid_run(tmp_path: Path, servers: list[Server])
         timeout=60,
         what="some children to run",
     )
+    assert len(marks.read_text().split()) < size  # killed mid-run
     first.stop(signal.SIGKILL)
     second = restart(first)
     servers.append(second)

@@ -125,7 +125,23 @@ def start_s3(procs: Processes, work: Path) -> str:
     )
     url = f"http://127.0.0.1:{port}"
     wait_http(url)
-    return url
+    # The gateway answers before its filer is ready: wait until S3 calls work.
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            s3.list_buckets()
+            return url
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def start_shoal(procs: Processes, work: Path, s3_url: str) -> str:
