@@ -91,6 +91,8 @@ class ShoalApp:
         request: Request | None = None
         try:
             body = await _read_body(receive)
+            if body is None:  # the client left mid-request: act on none of it
+                return
             request = Request(scope, body)
             status, doc = self._dispatch(request)
             await _respond(send, status, orjson.dumps(doc), request_id, request.content_type)
@@ -182,13 +184,14 @@ class ShoalApp:
         return batch.handler_for(name)(self.ctx, cleaned, call)
 
 
-async def _read_body(receive: Receive) -> bytes:
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole request body, or None when the client disconnected first."""
     chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            break
+            return None
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > MAX_BODY:

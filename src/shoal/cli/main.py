@@ -165,6 +165,7 @@ def server(
     """Run the shoal server in the foreground."""
     import uvicorn
 
+    from shoal.api.protocol import WholeReplyProtocol
     from shoal.engine import exclusive
     from shoal.runtime import build
     from shoal.store.base import StoreError
@@ -216,7 +217,7 @@ def server(
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=WholeReplyProtocol,
         lifespan="on",
         access_log=False,
         log_level="warning" if log_level == "info" else log_level,

@@ -1,0 +1,70 @@
+"""The HTTP protocol the server runs: uvicorn's httptools protocol, sending
+each reply whole.
+
+uvicorn writes a reply's status line and headers as soon as the app starts
+it, and the body in a second write. A server killed between the two leaves
+the client a `200` whose body never comes, and botocore (which does not
+enforce Content-Length) parses that as an empty result: a SubmitJob that
+"succeeded" without a jobId, and that the SDK does not retry. Joining the
+writes made in one event-loop turn into one send means a reply reaches the
+client whole or not at all; a lost reply is a connection error, which the
+SDK retries with the same invocation id, and that returns the job the first
+call created.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+
+class JoinedWrites:
+    """An asyncio transport that joins the writes made in one loop turn.
+
+    Everything but `write`, `writelines`, `close` and `abort` goes to the
+    wrapped transport unchanged."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not data:
+            return
+        if not self._pending:
+            self._loop.call_soon(self.flush)
+        self._pending.append(bytes(data))
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        data = b"".join(self._pending)
+        self._pending.clear()
+        if not self._transport.is_closing():
+            self._transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._pending.clear()
+        self._transport.abort()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class WholeReplyProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol over a `JoinedWrites` transport."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        joined = JoinedWrites(transport, asyncio.get_running_loop())
+        super().connection_made(joined)  # type: ignore[arg-type]
