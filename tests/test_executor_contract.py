@@ -1,6 +1,7 @@
-"""One contract, every executor: the process and docker executors pass the
-same tests against a live server (docker ones run in the locally built
-`shoal-test/busybox:1` image, see scripts/build-test-images)."""
+"""One contract, every executor: the process, docker and ray executors pass
+the same tests against a live server (docker ones run in the locally built
+`shoal-test/busybox:1` image, see scripts/build-test-images; ray ones on a
+real three-node Ray cluster on loopback, see ray_support.py)."""
 
 from __future__ import annotations
 
@@ -24,10 +25,11 @@ from engine_support import (
     wait_for,
     wait_until,
 )
+from ray_support import in_ray_group, needs_ray, ray_cluster  # noqa: F401  (a fixture)
 
 IMAGE = "shoal-test/busybox:1"
 OOM_REASON = "OutOfMemoryError: Container killed due to memory usage"
-EXECUTORS = ["process", "docker"]
+EXECUTORS = ["process", "docker", "ray"]
 SERVER_ARGS = (
     "--host-vcpus",
     "16",
@@ -54,23 +56,21 @@ needs_docker = pytest.mark.skipif(
 
 
 def executor_params() -> list[Any]:
-    return [
-        pytest.param(name, marks=needs_docker) if name == "docker" else name for name in EXECUTORS
-    ]
+    marks = {"docker": [needs_docker], "ray": [needs_ray, in_ray_group]}
+    return [pytest.param(name, marks=marks.get(name, [])) for name in EXECUTORS]
 
 
 def setup_executor(
-    batch: Any, executor: str, gates: Path, *, max_vcpus: int = 16
+    batch: Any, executor: str, gates: Path, *, max_vcpus: int = 16, ray_address: str | None = None
 ) -> dict[str, str]:
     """A compute environment, queue and definition for `executor`. The
     directory `gates` is at the same path for processes and containers (a
-    bind mount): jobs wait there for files the test makes."""
-    ce = make_ce(
-        batch,
-        f"{executor}-ce",
-        max_vcpus=max_vcpus,
-        tags={"shoal:executor": executor, "shoal:env:SHOAL_TEST_CE": f"ce-{executor}"},
-    )
+    bind mount) and on Ray's nodes (all on this machine): jobs wait there for
+    files the test makes."""
+    tags = {"shoal:executor": executor, "shoal:env:SHOAL_TEST_CE": f"ce-{executor}"}
+    if ray_address is not None:
+        tags["shoal:ray-address"] = ray_address
+    ce = make_ce(batch, f"{executor}-ce", max_vcpus=max_vcpus, tags=tags)
     make_queue(batch, f"{executor}-q", [ce])
     batch.register_job_definition(
         jobDefinitionName=f"{executor}-def",
@@ -118,7 +118,8 @@ def started(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, 
     srv, gates = start_with_gates(tmp_path_factory.mktemp("contract"))
     batch = srv.client("batch")
     for executor in EXECUTORS:
-        setup_executor(batch, executor, gates)
+        if executor != "ray":  # set up when first used: it needs the cluster
+            setup_executor(batch, executor, gates)
     yield srv, gates
     shutdown(srv)
 
@@ -140,7 +141,14 @@ def executor(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def env(executor: str) -> dict[str, str]:
+def env(
+    executor: str, request: pytest.FixtureRequest, started: tuple[Server, Path]
+) -> dict[str, str]:
+    if executor == "ray":
+        batch = started[0].client("batch")
+        if not batch.describe_job_queues(jobQueues=["ray-q"])["jobQueues"]:
+            cluster = request.getfixturevalue("ray_cluster")
+            setup_executor(batch, "ray", started[1], ray_address=cluster.address)
     return {"queue": f"{executor}-q", "definition": f"{executor}-def"}
 
 
@@ -260,12 +268,15 @@ def describe_now(batch: Any, job_id: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("executor_name", executor_params())
-def test_reattach_after_a_kill(tmp_path: Path, executor_name: str) -> None:
+def test_reattach_after_a_kill(
+    tmp_path: Path, executor_name: str, request: pytest.FixtureRequest
+) -> None:
     first, gates = start_with_gates(tmp_path)
     servers = [first]
     try:
         batch = first.client("batch")
-        env = setup_executor(batch, executor_name, gates)
+        address = request.getfixturevalue("ray_cluster").address if executor_name == "ray" else None
+        env = setup_executor(batch, executor_name, gates, ray_address=address)
         gate = gates / "go"
         job_id = run(batch, env, gated(gate, "echo before", "echo after; exit 5"))
         wait_for(batch, job_id, "RUNNING", timeout=30)

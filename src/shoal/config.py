@@ -47,5 +47,8 @@ class Settings:
     allow_privileged: bool = False
     # How long SUCCEEDED and FAILED jobs stay visible (AWS: at least 7 days).
     job_retention_seconds: float = 7 * 24 * 3600.0
+    # The Ray cluster of compute environments tagged shoal:executor=ray that
+    # name none (shoal:ray-address): HOST:PORT of its GCS, or ray://HOST:PORT.
+    ray_address: str | None = None
     # How often a running job's output is moved into the log store.
     log_poll_seconds: float = 0.2

@@ -19,6 +19,7 @@ from shoal.engine.engine import Engine
 from shoal.executors.cgroups import MemoryCgroups
 from shoal.executors.docker import DockerExecutor
 from shoal.executors.process import ProcessExecutor
+from shoal.executors.ray import RayExecutor
 from shoal.logs.store import LogStore
 from shoal.service import retention
 from shoal.service.context import Context
@@ -51,6 +52,13 @@ def host_name(data_dir: Path) -> str:
     data directory, so servers sharing a host never touch (or sweep) each
     other's attempts."""
     return f"shoal-{hashlib.sha1(str(data_dir.resolve()).encode()).hexdigest()[:12]}"
+
+
+def installation(settings: Settings) -> str:
+    """Names what this shoal keeps outside its store (its dispatcher on a Ray
+    cluster): one per store, so engines sharing a store share it."""
+    where = settings.store_url or str(settings.data_dir.resolve())
+    return hashlib.sha1(where.encode()).hexdigest()[:12]
 
 
 def run_dir(name: str) -> Path | None:
@@ -123,15 +131,22 @@ def build(settings: Settings) -> Runtime:
             allowed_roots=list(settings.volume_roots),
             allow_privileged=settings.allow_privileged,
         )
+        ray_executor = RayExecutor(
+            logs,
+            state_dir=(run_dir(name) or settings.data_dir / "run") / "ray",
+            installation=installation(settings),
+            default_address=settings.ray_address,
+        )
         engine = Engine(
             ctx,
-            {process.name: process, docker.name: docker},
+            {process.name: process, docker.name: docker, ray_executor.name: ray_executor},
             logs,
             default_executor=settings.default_executor,
             host=host_limits(settings),
             kill_grace_seconds=settings.kill_grace_seconds,
             job_environment=settings.job_environment,
         )
+        ray_executor.on_capacity = engine.wake
         ctx.notifier.on_wake.append(engine.wake)
         ctx.notifier.on_submit.append(engine.submitted)
         ctx.notifier.on_terminate.append(engine.terminate)

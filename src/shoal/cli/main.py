@@ -121,7 +121,7 @@ def _store_url(ctx: click.Context, param: click.Parameter, value: str) -> str | 
 )
 @click.option(
     "--default-executor",
-    type=click.Choice(["process", "docker"]),
+    type=click.Choice(["process", "docker", "ray"]),
     default="process",
     show_default=True,
     help="Executor of compute environments without a shoal:executor tag.",
@@ -139,6 +139,14 @@ def _store_url(ctx: click.Context, param: click.Parameter, value: str) -> str | 
     help="A host directory docker jobs may mount from (volumes' sourcePath); repeatable.",
 )
 @click.option("--allow-privileged", is_flag=True, help="Let docker jobs run privileged containers.")
+@click.option(
+    "--ray-address",
+    default=None,
+    envvar="SHOAL_RAY_ADDRESS",
+    metavar="HOST:PORT",
+    help="Ray cluster of ray compute environments without a shoal:ray-address tag "
+    "(the GCS address, or ray://HOST:PORT for Ray Client).",
+)
 @click.option("--log-level", default="info", show_default=True)
 def server(
     host: str,
@@ -160,6 +168,7 @@ def server(
     job_env: tuple[str, ...],
     volume_root: tuple[Path, ...],
     allow_privileged: bool,
+    ray_address: str | None,
     log_level: str,
 ) -> None:
     """Run the shoal server in the foreground."""
@@ -191,6 +200,7 @@ def server(
         job_environment=_pairs(job_env),
         volume_roots=volume_root,
         allow_privileged=allow_privileged,
+        ray_address=ray_address,
     )
     release_engine = None
     if settings.engine and settings.store_url is None:

@@ -40,6 +40,15 @@ class Limits:
         return self.holds(Usage(), need)
 
 
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    """What a cluster (Ray) holds: in total, and on its biggest node (the
+    most one job can get)."""
+
+    total: Limits
+    biggest: Limits
+
+
 def ce_limits(ce: ComputeEnvironment, host: Limits | None) -> Limits:
     """A compute environment's ceiling: maxvCpus for MANAGED, unmanagedvCpus (or
     the host) for UNMANAGED, and never more than the host an executor runs on."""

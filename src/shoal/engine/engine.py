@@ -46,7 +46,15 @@ from shoal.domain.records import (
     ResourceStatus,
 )
 from shoal.domain.retry import AttemptOutcome, Decision, decide
-from shoal.engine.capacity import Limits, Usage, ce_limits, describe_free, describe_need
+from shoal.engine import multinode
+from shoal.engine.capacity import (
+    Capacity,
+    Limits,
+    Usage,
+    ce_limits,
+    describe_free,
+    describe_need,
+)
 from shoal.engine.pending import Pending
 from shoal.executors.base import (
     ESSENTIAL_EXITED,
@@ -98,6 +106,14 @@ async def _raise(error: Exception) -> Handle:
     raise error
 
 
+def _need(spec: Json) -> Resources:
+    """What a job holds while it runs: a multinode job, all its nodes at once
+    (a gang, placed on one compute environment)."""
+    if multinode.is_multinode(spec):
+        return multinode.need(spec["nodeProperties"])
+    return resources_of(spec.get("container") or {})
+
+
 class Engine:
     def __init__(
         self,
@@ -146,6 +162,7 @@ class Engine:
     async def start(self) -> None:
         await self._reconcile()
         keep = {a.task_id for a in self._attempts.values()}
+        keep |= {t for a in self._attempts.values() for t in multinode.task_ids(a.handle)}
         for executor in self.executors.values():
             sweep = getattr(executor, "sweep", None)
             if sweep is not None:
@@ -235,6 +252,9 @@ class Engine:
     def terminate(self, job_id: str, reason: str) -> None:
         """TerminateJob on a STARTING/RUNNING job: stop its attempt, never retry it."""
         attempt = self._attempts.get(job_id)
+        if attempt is None and (node := multinode.split_node_id(job_id)) is not None:
+            self._terminate_node(*node, reason)
+            return
         if attempt is None or attempt.stop_reason is not None:
             return
         attempt.stop_reason = reason
@@ -242,6 +262,18 @@ class Engine:
         attempt.retryable = False
         if attempt.handle is not None:
             self._spawn(self._stop(attempt))
+
+    def _terminate_node(self, parent_id: str, index: int, reason: str) -> None:
+        """TerminateJob on node `index` of a running multinode job: the main
+        node is the job (the whole job is terminated); another node is
+        stopped alone, as if it had died."""
+        attempt = self._attempts.get(parent_id)
+        if attempt is None or not isinstance(attempt.executor, multinode.Gang):
+            return
+        if index == attempt.executor.main:
+            self.terminate(parent_id, reason)
+        else:
+            attempt.executor.terminate_node(index, reason)
 
     # -- the loop -------------------------------------------------------------
     def _request_cycle(self) -> None:
@@ -394,6 +426,23 @@ class Engine:
         limits = ce_limits(ce, self.host if on_host else None)
         return limits, self._ce_used.setdefault(ce.name, Usage()), on_host
 
+    def _most_vcpus(self, ce: ComputeEnvironment) -> float:
+        """The most vCPUs one job can have in `ce`."""
+        cluster = self._cluster(ce)
+        if isinstance(cluster, Capacity):
+            return cluster.biggest.vcpus
+        return self._limits(ce)[0].vcpus
+
+    def _cluster(self, ce: ComputeEnvironment) -> Capacity | str | None:
+        """For an UNMANAGED compute environment whose executor runs on a
+        cluster (Ray): the cluster's resources as nodes join and leave, or why
+        they are unknown. None for every other compute environment."""
+        capacity = getattr(self._executor_for(ce), "capacity", None)
+        if capacity is None or ce.compute_resources is not None:
+            return None
+        found: Capacity | str = capacity(ce.tags)
+        return found
+
     def _place_queue(
         self,
         tx: Transaction,
@@ -433,7 +482,7 @@ class Engine:
         now: int,
     ) -> str:
         """'placed', 'never' (can never fit: skipped) or 'blocked' (must wait)."""
-        need = resources_of(job.spec.get("container") or {})
+        need = _need(job.spec)
         if not ces:
             self._set_reason(
                 tx,
@@ -444,6 +493,19 @@ class Engine:
         blocked_by: str | None = None
         for ce in ces:
             limits, used, on_host = self._limits(ce)
+            cluster = self._cluster(ce)
+            if isinstance(cluster, str):
+                blocked_by = blocked_by or (
+                    f"CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY - compute environment {ce.name} "
+                    f"has no capacity known: {cluster}."
+                )
+                continue
+            if cluster is not None:
+                props = job.spec.get("nodeProperties")
+                unit = multinode.largest_node(props) if props is not None else need
+                if not cluster.biggest.ever_holds(unit):
+                    continue  # no node of the cluster could ever hold it
+                limits = cluster.total
             if not limits.ever_holds(need):
                 continue
             host_ok = not on_host or self.host is None or self.host.holds(self._host_used, need)
@@ -468,7 +530,7 @@ class Engine:
                 # Most waits last a moment: say why only if it lasts.
                 self._look_again_in((_REASON_AFTER_MS - waited) / 1000)
             return "blocked"
-        biggest = max((self._limits(ce)[0].vcpus for ce in ces), default=0.0)
+        biggest = max((self._most_vcpus(ce) for ce in ces), default=0.0)
         self._set_reason(
             tx,
             job,
@@ -509,6 +571,11 @@ class Engine:
             "container": {"taskArn": self._task_arn(ce.name, task_id)},
         }
         runtime.pop("handle", None)
+        if multinode.is_multinode(job.spec):
+            # Fixed before the launch, so that a restart finds every node.
+            runtime[multinode.NODE_TASKS] = multinode.node_tasks(
+                job.spec["nodeProperties"], task_id
+            )
         starting = dataclasses.replace(
             job,
             status=JobStatus.STARTING,
@@ -522,13 +589,28 @@ class Engine:
             job_id=job.job_id,
             task_id=task_id,
             ce=ce.name,
-            executor=executor,
+            executor=self._gang(executor, job.job_id, job.spec, ce.name),
             need=need,
             job=starting,
         )
         self._reserve(attempt, executor)
         self._attempts[job.job_id] = attempt
         return attempt
+
+    def _gang(self, executor: Executor, job_id: str, spec: Json, ce: str) -> Executor:
+        """The executor of one attempt: a multinode job's runs its nodes through
+        the compute environment's executor."""
+        if not multinode.is_multinode(spec):
+            return executor
+        return multinode.Gang(
+            executor,
+            job_id,
+            spec,
+            store=self.ctx.store,
+            clock=self.ctx.clock,
+            grace_seconds=self.kill_grace_seconds,
+            task_arn=lambda task_id: self._task_arn(ce, task_id),
+        )
 
     def _task_arn(self, ce: str, task_id: str) -> str:
         s = self.ctx.settings
@@ -540,8 +622,24 @@ class Engine:
             self._host_used.add(attempt.need, sign)
 
     # -- one attempt ----------------------------------------------------------
-    def _launch_spec(self, job: Job, attempt: Attempt, number: int) -> LaunchSpec:
+    def _launch_spec(
+        self, job: Job, attempt: Attempt, number: int, node: int | None = None
+    ) -> LaunchSpec:
+        """The attempt's spec; for a multinode job, the gang's (its main
+        node's, carrying every node's: `node` is the one being made)."""
+        props: Json | None = job.spec.get("nodeProperties")
+        if props is not None and node is None:
+            nodes = [self._launch_spec(job, attempt, number, i) for i in range(props["numNodes"])]
+            return multinode.gang_spec(nodes, int(props["mainNode"]))
         container: Json = job.spec.get("container") or {}
+        job_id, task_id, need = job.job_id, attempt.task_id, attempt.need
+        if props is not None and node is not None:
+            container = multinode.node_container(props, node)
+            job_id = multinode.node_id(job.job_id, node)
+            tasks = (attempt.job or job).runtime.get(multinode.NODE_TASKS) or {}
+            if node != props["mainNode"]:
+                task_id = tasks.get(str(node)) or new_task_id()
+            need = resources_of(container)
         options = (container.get("logConfiguration") or {}).get("options") or {}
         prefix = options.get("awslogs-stream-prefix") or job.definition_name[:200]
         # Endpoint settings and the like, injected so that jobs reach AWS
@@ -556,7 +654,7 @@ class Engine:
         env.update({e["name"]: e.get("value", "") for e in container.get("environment") or []})
         env.update(
             {
-                "AWS_BATCH_JOB_ID": job.job_id,
+                "AWS_BATCH_JOB_ID": job_id,
                 "AWS_BATCH_JQ_NAME": job.queue,
                 "AWS_BATCH_CE_NAME": attempt.ce,
                 "AWS_BATCH_JOB_ATTEMPT": str(number),
@@ -566,20 +664,24 @@ class Engine:
             env["AWS_BATCH_JOB_ARRAY_INDEX"] = str(job.spec["arrayIndex"])
             # Not set by AWS (a long-standing feature request); harmless to add.
             env["AWS_BATCH_JOB_ARRAY_SIZE"] = str(job.spec.get("arraySize", ""))
+        extra: Json = {}
+        if props is not None and node is not None:
+            env.update(multinode.node_environment(props, node))
+            extra["multinode"] = multinode.node_options(job.job_id, number, props, node)
         return LaunchSpec(
-            job_id=job.job_id,
+            job_id=job_id,
             attempt=number,
-            task_id=attempt.task_id,
+            task_id=task_id,
             command=list(container.get("command") or []),
             environment=env,
             image=container.get("image"),
-            vcpus=attempt.need.vcpus or 1.0,
-            memory_mib=attempt.need.memory_mib,
-            gpus=attempt.need.gpus,
+            vcpus=need.vcpus or 1.0,
+            memory_mib=need.memory_mib,
+            gpus=need.gpus,
             user=container.get("user"),
             log_group=options.get("awslogs-group") or "/aws/batch/job",
-            log_stream=f"{prefix}/default/{attempt.task_id}",
-            options={"container": container},
+            log_stream=f"{prefix}/default/{task_id}",
+            options={"container": container, "ceTags": dict(ce.tags) if ce else {}, **extra},
         )
 
     async def _start(
@@ -697,6 +799,8 @@ class Engine:
         """Record launches (STARTING -> RUNNING), then exits, in `tx`."""
         for starting, attempt, spec, launched_at in marks:
             attempt.job = self._mark_started(tx, starting, attempt, spec, launched_at)
+            if attempt.job is not None and isinstance(attempt.executor, multinode.Gang):
+                attempt.executor.write_started(tx, attempt.job, launched_at)
         unknown = [a.job_id for a, _, _ in exits if a.job is None]
         stored = tx.get_jobs(unknown) if unknown else {}
         for attempt, exit_, started_at in exits:
@@ -707,6 +811,15 @@ class Engine:
                 fresh = tx.get_jobs([attempt.job_id])[attempt.job_id]
                 after = self._after_exit(fresh, attempt, exit_, started_at, now)
                 tx.set_job_state(after, fresh.status)
+            if isinstance(attempt.executor, multinode.Gang):
+                attempt.executor.write_ended(
+                    tx,
+                    after,
+                    exit_,
+                    now,
+                    stop_reason=attempt.stop_reason,
+                    terminated=attempt.terminated,
+                )
             if after.status.terminal:
                 self._pending.ended(after)
 
@@ -814,16 +927,18 @@ class Engine:
             live = [j for _, j in tx.jobs_in_status((JobStatus.STARTING, JobStatus.RUNNING), 10**9)]
         now = self.ctx.clock.now_ms()
         for job in live:
+            if multinode.is_node(job):
+                continue  # its parent's attempt runs it
             executor = self.executors.get(job.runtime.get("executor", self.default_executor))
             task_id = job.runtime.get("taskId")
             if executor is None or task_id is None:
                 continue
-            need = resources_of(job.spec.get("container") or {})
+            need = _need(job.spec)
             attempt = Attempt(
                 job_id=job.job_id,
                 task_id=task_id,
                 ce=job.runtime.get("ce", ""),
-                executor=executor,
+                executor=self._gang(executor, job.job_id, job.spec, job.runtime.get("ce", "")),
                 need=need,
                 handle=job.runtime.get("handle"),
             )
@@ -833,7 +948,7 @@ class Engine:
                 attempt.retryable = False
             if job.status is JobStatus.STARTING:
                 number = int(job.runtime.get("attemptNumber", 1))
-                attempt.handle = executor.recover(
+                attempt.handle = attempt.executor.recover(
                     self._launch_spec(job, attempt, number), job.runtime.get("home")
                 )
                 if attempt.handle is None:
@@ -882,8 +997,10 @@ class Engine:
                 "logStreamName": handle.get("stream"),
             },
         }
+        running = dataclasses.replace(
+            job, status=JobStatus.RUNNING, started_at=now, runtime=runtime
+        )
         with self.ctx.store.transaction() as tx:
-            tx.update_job(
-                dataclasses.replace(job, status=JobStatus.RUNNING, started_at=now, runtime=runtime),
-                JobStatus.STARTING,
-            )
+            marked = tx.update_job(running, JobStatus.STARTING)
+            if marked and isinstance(attempt.executor, multinode.Gang):
+                attempt.executor.write_started(tx, running, now)

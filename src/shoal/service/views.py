@@ -171,7 +171,18 @@ def job_detail(
         doc["attempts"] = []
     elif "arrayIndex" in spec:
         doc["arrayProperties"] = {"index": spec["arrayIndex"]}
+    # A multinode job reports nodeProperties (above), each of its nodes nodeDetails.
+    doc["nodeDetails"] = spec.get("nodeDetails")
     return _drop_none(doc)
+
+
+def _node_summary(spec: Json) -> Json | None:
+    """NodePropertiesSummary: the job's node count; a node's index and role too."""
+    if "nodeProperties" in spec:
+        return {"numNodes": spec["nodeProperties"]["numNodes"]}
+    if "nodeDetails" in spec:
+        return {**spec["nodeDetails"], "numNodes": spec.get("numNodes")}
+    return None
 
 
 def job_summary(
@@ -199,4 +210,5 @@ def job_summary(
         doc["arrayProperties"] = array_summary(job, child_counts, now_ms)
     elif "arrayIndex" in spec:
         doc["arrayProperties"] = {"index": spec["arrayIndex"]}
+    doc["nodeProperties"] = _node_summary(spec)
     return _drop_none(doc)

@@ -1,0 +1,440 @@
+"""The ray executor: attempts run as Ray tasks on an existing Ray cluster.
+
+A compute environment tagged `shoal:executor=ray` runs its jobs on the
+cluster named by its `shoal:ray-address` tag (`HOST:PORT` of the cluster's
+GCS, or `ray://HOST:PORT` for Ray Client), or the server's `--ray-address`.
+One engine connects to one cluster (Ray allows one connection per process).
+
+Each attempt is one Ray task (`num_cpus`, `memory`, `num_gpus` from the
+job's requirements; Ray's own retries off: shoal's retry rules decide),
+submitted and owned by a detached dispatcher actor (see `ray_remote.py`),
+so attempts outlive a restarted or killed shoal server, which finds them
+again by task id. Output comes back through the dispatcher while the job
+runs, into shoal's log store; how much of it is stored already is kept in
+a small file per attempt, so a reattaching server neither loses nor repeats
+lines.
+
+An attempt whose node dies ends as AWS ends an attempt whose instance went
+away: no exit code, statusReason `Host EC2 (instance <node id>) terminated.`,
+so `evaluateOnExit` rules for Spot interruptions apply.
+
+MEMORY is Ray's `memory` resource (the job goes to a node with that much
+free) and, where the node lets the task make a memory cgroup, a hard limit
+as with the process executor (exit 137 and AWS's OutOfMemoryError reason).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import socket
+import threading
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from shoal.engine.capacity import Capacity, Limits
+from shoal.executors.base import (
+    FAILED_TO_START,
+    OOM_REASON,
+    Exit,
+    Handle,
+    LaunchError,
+    LaunchSpec,
+)
+from shoal.logs.store import Event, LogStore
+
+log = logging.getLogger("shoal.executors.ray")
+
+ADDRESS_TAG = "shoal:ray-address"
+_READ_WAIT = 10.0  # seconds a read of an attempt's output waits for news
+_CAPACITY_POLL = 2.0  # how often the cluster's resources are read
+_MIB = 1 << 20
+
+
+def host_lost(node: str) -> str:
+    return f"Host EC2 (instance {node}) terminated."
+
+
+class RayExecutor:
+    name = "ray"
+
+    def __init__(
+        self,
+        logs: LogStore,
+        *,
+        state_dir: Path,
+        installation: str,
+        default_address: str | None = None,
+        node_ip: str | None = None,
+    ) -> None:
+        """`installation` names this shoal's dispatcher on the cluster (one
+        per store, so engines taking over from each other share it)."""
+        self.logs = logs
+        self.state_dir = state_dir
+        self.installation = installation
+        self.default_address = default_address
+        self.node_ip = node_ip
+        # Called (on the event loop) when the cluster's resources change.
+        self.on_capacity: Callable[[], None] | None = None
+        self._lock = threading.Lock()
+        self._address: str | None = None
+        self._dispatcher: Any = None
+        self._error: str | None = None
+        self._connecting = False
+        self._capacity: Capacity | None = None
+        self._closed = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- the cluster ----------------------------------------------------------
+    def address_of(self, tags: dict[str, str]) -> str | None:
+        return tags.get(ADDRESS_TAG) or self.default_address
+
+    def _connect(self, address: str) -> Any:
+        """The dispatcher on the cluster at `address`, connecting first if
+        needed (blocking: call it off the event loop)."""
+        with self._lock:
+            if self._address is not None:
+                if address != self._address:
+                    raise LaunchError(
+                        f"CannotStartContainerError: this shoal engine is connected to the Ray "
+                        f"cluster at {self._address}; it cannot also use {address} (one engine, "
+                        "one Ray cluster)"
+                    )
+                if self._dispatcher is None:
+                    self._dispatcher = self._make_dispatcher()
+                return self._dispatcher
+            try:
+                import ray
+            except ImportError as e:
+                self._error = "Ray is not installed with this shoal (pip install 'shoal[ray]')"
+                raise LaunchError(f"CannotStartContainerError: {self._error}") from e
+
+            from shoal.executors import cgroups, ray_remote
+
+            # Shipped by value: the cluster's nodes need not have shoal installed.
+            for module in (ray_remote, cgroups):
+                ray.cloudpickle.register_pickle_by_value(module)  # type: ignore[no-untyped-call]
+            options: dict[str, Any] = {
+                "address": address,
+                "namespace": "shoal",
+                "log_to_driver": False,
+                "logging_level": logging.WARNING,
+            }
+            node_ip = self.node_ip or _loopback_host(address)
+            if node_ip is not None:
+                # Ray would otherwise attach this driver by the machine's
+                # external address, which a cluster on loopback does not use.
+                options["_node_ip_address"] = node_ip
+            try:
+                # ray.init retries an absent cluster for ever: look first.
+                _reachable(address)
+                ray.init(**options)
+                dispatcher = self._make_dispatcher()
+            except Exception as e:
+                with contextlib.suppress(Exception):
+                    ray.shutdown()
+                self._error = f"the Ray cluster at {address} cannot be reached: {e}"[:500]
+                raise LaunchError(f"CannotStartContainerError: {self._error}") from e
+            self._address, self._dispatcher, self._error = address, dispatcher, None
+            threading.Thread(target=self._watch_capacity, daemon=True).start()
+            log.info("connected to the Ray cluster at %s", address)
+            return dispatcher
+
+    def _make_dispatcher(self) -> Any:
+        """This installation's dispatcher: the one running, or a new one on
+        the node this engine is attached to (the head node, usually, whose
+        loss is the cluster's), never on a node that may come and go."""
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        from shoal.executors import ray_remote
+
+        here = ray.get_runtime_context().get_node_id()
+        name = f"shoal-dispatcher-{self.installation}-v{ray_remote.PROTOCOL}"
+        dispatcher = (
+            ray.remote(ray_remote.Dispatcher)
+            .options(
+                name=name,
+                namespace="shoal",
+                lifetime="detached",
+                get_if_exists=True,
+                num_cpus=0,
+                max_concurrency=100_000,
+                max_restarts=0,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
+            )
+            .remote()
+        )
+        ray.get(dispatcher.identity.remote(), timeout=60)  # type: ignore[attr-defined]
+        return dispatcher
+
+    def _dispatcher_died(self, dispatcher: Any) -> None:
+        """A call found the dispatcher dead: the next use makes a new one."""
+        with self._lock:
+            if self._dispatcher is dispatcher:
+                self._dispatcher = None
+
+    async def _dispatcher_for(self, address: str) -> Any:
+        if self._address == address and self._dispatcher is not None:
+            return self._dispatcher
+        return await asyncio.to_thread(self._connect, address)
+
+    def capacity(self, tags: dict[str, str]) -> Capacity | str:
+        """The cluster's resources, or why they are not known (yet): the
+        first call starts connecting in the background."""
+        address = self.address_of(tags)
+        if address is None:
+            return f"it has no Ray cluster (tag it {ADDRESS_TAG}=HOST:PORT)"
+        if self._address is not None and address != self._address:
+            return f"this engine is connected to the Ray cluster at {self._address}"
+        if self._capacity is not None:
+            return self._capacity
+        if not self._connecting:
+            self._connecting = True
+            self._loop = asyncio.get_running_loop()
+            threading.Thread(target=self._connect_quietly, args=(address,), daemon=True).start()
+        return self._error or f"shoal is connecting to the Ray cluster at {address}"
+
+    def _connect_quietly(self, address: str) -> None:
+        try:
+            self._connect(address)
+        except LaunchError:
+            self._notify()  # the reason changed
+        finally:
+            self._connecting = False
+
+    def _watch_capacity(self) -> None:
+        import ray
+
+        while not self._closed.is_set():
+            try:
+                seen = _capacity_of(ray.nodes())  # type: ignore[no-untyped-call]
+            except Exception as e:
+                log.warning("reading the Ray cluster's resources failed: %s", e)
+                seen = None
+            if seen is not None and (
+                self._capacity is None
+                or (seen.total, seen.biggest) != (self._capacity.total, self._capacity.biggest)
+            ):
+                self._capacity = seen
+                self._notify()
+            self._closed.wait(_CAPACITY_POLL)
+
+    def _notify(self) -> None:
+        loop, callback = self._loop, self.on_capacity
+        if loop is not None and callback is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(callback)
+
+    # -- the Executor interface -----------------------------------------------
+    def launch(self, spec: LaunchSpec) -> Awaitable[Handle]:
+        return self._launch(spec)
+
+    async def _launch(self, spec: LaunchSpec) -> Handle:
+        self._loop = asyncio.get_running_loop()
+        address = self.address_of(spec.options.get("ceTags") or {})
+        if address is None:
+            raise LaunchError(
+                "CannotStartContainerError: the compute environment names no Ray cluster: tag it "
+                f"{ADDRESS_TAG}=HOST:PORT, or start the server with --ray-address"
+            )
+        if not spec.command:
+            raise LaunchError("CannotStartContainerError: the job has no command")
+        dispatcher = await self._dispatcher_for(address)
+        request: dict[str, Any] = {
+            "command": spec.command,
+            "environment": spec.environment,
+            "num_cpus": spec.vcpus,
+            "num_gpus": spec.gpus,
+            "memory": (spec.memory_mib or 0) * _MIB,
+            "memory_mib": spec.memory_mib,
+        }
+        multinode = spec.options.get("multinode")
+        if multinode is not None:
+            request["group"] = multinode["group"]
+            request["bundle"] = int(multinode["index"])
+            request["bundles"] = [_bundle(b) for b in multinode["bundles"]]
+        try:
+            incarnation = await dispatcher.launch.remote(spec.task_id, request)
+            info = await dispatcher.started.remote(spec.task_id)
+        except ray_exceptions().RayActorError as e:
+            self._dispatcher_died(dispatcher)
+            raise LaunchError(
+                f"CannotStartContainerError: the Ray dispatcher died during the launch: {e}"[:255]
+            ) from e
+        if "error" in info:
+            raise LaunchError(f"CannotStartContainerError: {info['error']}"[:255])
+        self.logs.create_stream(spec.log_group, spec.log_stream)
+        return {
+            "task": spec.task_id,
+            "group": spec.log_group,
+            "stream": spec.log_stream,
+            "address": address,
+            "incarnation": incarnation,
+            "node": info["node"],
+            "ip": info["ip"],
+        }
+
+    async def wait(self, handle: Handle) -> Exit:
+        task = str(handle["task"])
+        node = str(handle.get("node") or "unknown")
+        try:
+            dispatcher = await self._dispatcher_for(str(handle["address"]))
+        except LaunchError as e:
+            return Exit(exit_code=None, reason=e.reason[:255], status_reason=host_lost(node))
+        seq = self._stored(task)
+        while True:
+            try:
+                news = await dispatcher.read.remote(task, seq, _READ_WAIT)
+            except Exception as e:
+                # The dispatcher is gone (its node died, or it was killed):
+                # the attempts it owned went with it.
+                log.warning("the Ray dispatcher is gone (%s): job task %s is lost", e, task)
+                self._dispatcher_died(dispatcher)
+                return Exit(exit_code=None, status_reason=host_lost(node))
+            if news.get("gone"):
+                return Exit(exit_code=None, status_reason=host_lost(node))
+            node = str((news.get("info") or {}).get("node") or node)
+            for number, lines in news["chunks"]:
+                events = [Event(int(stamp), line) for stamp, line in lines]
+                self.logs.append(str(handle["group"]), str(handle["stream"]), events)
+                seq = int(number)
+            if news["chunks"]:
+                self._store(task, seq)
+            ended = news.get("exit")
+            if ended is not None:
+                return _exit_of(ended, node)
+
+    async def stop(self, handle: Handle, grace_seconds: float) -> None:
+        try:
+            dispatcher = await self._dispatcher_for(str(handle["address"]))
+            await dispatcher.stop.remote(str(handle["task"]), grace_seconds)
+        except Exception as e:
+            log.warning("stopping job task %s on Ray failed: %s", handle["task"], e)
+
+    def home(self) -> dict[str, str]:
+        return {"ray": self._address or self.default_address or ""}
+
+    def recover(self, spec: LaunchSpec, home: dict[str, str] | None = None) -> Handle | None:
+        address = self.address_of(spec.options.get("ceTags") or {}) or (home or {}).get("ray")
+        if not address:
+            return None  # no cluster: it cannot have started
+        import ray
+
+        try:
+            dispatcher = self._connect(address)
+            state = ray.get(dispatcher.recover.remote(spec.task_id), timeout=60)
+        except Exception as e:
+            # Whether it started is unknown: it is not started again, and
+            # waiting on it decides (as lost, if the cluster stays away).
+            log.warning("cannot ask the Ray cluster about task %s: %s", spec.task_id, e)
+            state = {"incarnation": "", "info": None}
+        if state is None:
+            return None
+        info = state.get("info") or {}
+        return {
+            "task": spec.task_id,
+            "group": spec.log_group,
+            "stream": spec.log_stream,
+            "address": address,
+            "incarnation": state.get("incarnation", ""),
+            "node": info.get("node"),
+            "ip": info.get("ip"),
+        }
+
+    def release(self, handle: Handle) -> None:
+        task = str(handle["task"])
+        with contextlib.suppress(OSError):
+            (self.state_dir / f"{task}.seq").unlink()
+        if self._dispatcher is not None:
+            with contextlib.suppress(Exception):
+                self._dispatcher.forget.remote(task)
+
+    def close(self) -> None:
+        self._closed.set()
+
+    # -- how much output is stored --------------------------------------------
+    def _stored(self, task: str) -> int:
+        try:
+            return int((self.state_dir / f"{task}.seq").read_text())
+        except (OSError, ValueError):
+            return 0
+
+    def _store(self, task: str, seq: int) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        path = self.state_dir / f"{task}.seq"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(str(seq))
+        tmp.replace(path)
+
+
+def ray_exceptions() -> Any:
+    import ray.exceptions
+
+    return ray.exceptions
+
+
+def _exit_of(ended: dict[str, Any], node: str) -> Exit:
+    if "code" in ended:
+        code = int(ended["code"])
+        return Exit(exit_code=code, reason=OOM_REASON if ended.get("oom") else None)
+    if "node_lost" in ended:
+        return Exit(exit_code=None, status_reason=host_lost(str(ended["node_lost"])))
+    if ended.get("cancelled"):
+        return Exit(
+            exit_code=None,
+            reason="CannotStartContainerError: stopped before it started",
+            status_reason=FAILED_TO_START,
+        )
+    return Exit(exit_code=None, reason=f"CannotInspectContainerError: {ended.get('lost')}"[:255])
+
+
+def _bundle(need: dict[str, Any]) -> dict[str, float]:
+    bundle = {"CPU": float(need.get("vcpus") or 1.0)}
+    if need.get("memory_mib"):
+        bundle["memory"] = float(need["memory_mib"]) * _MIB
+    if need.get("gpus"):
+        bundle["GPU"] = float(need["gpus"])
+    return bundle
+
+
+def _capacity_of(nodes: list[dict[str, Any]]) -> Capacity:
+    alive = [n.get("Resources") or {} for n in nodes if n.get("Alive")]
+
+    def limits(resources: list[dict[str, float]]) -> Limits:
+        return Limits(
+            vcpus=sum(r.get("CPU", 0.0) for r in resources),
+            memory_mib=int(sum(r.get("memory", 0.0) for r in resources) // _MIB),
+            gpus=int(sum(r.get("GPU", 0.0) for r in resources)),
+        )
+
+    biggest = Limits(
+        vcpus=max((r.get("CPU", 0.0) for r in alive), default=0.0),
+        memory_mib=int(max((r.get("memory", 0.0) for r in alive), default=0.0) // _MIB),
+        gpus=int(max((r.get("GPU", 0.0) for r in alive), default=0.0)),
+    )
+    return Capacity(limits(alive), biggest)
+
+
+def _reachable(address: str) -> None:
+    """Raise OSError unless something listens at the cluster's address."""
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto" and the like: Ray finds the cluster
+    with socket.create_connection((host.strip("[]"), int(port)), timeout=5):
+        pass
+
+
+def _loopback_host(address: str) -> str | None:
+    """The host of a GCS address on loopback (where this driver must attach)."""
+    if "://" in address:
+        return None
+    host = address.rsplit(":", 1)[0].strip("[]")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return str(ip) if ip.is_loopback else None
