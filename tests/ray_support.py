@@ -79,7 +79,14 @@ def _comm(pid: int) -> str:
 
 
 class RayCluster:
-    def __init__(self, workers: int = 2, cpus: int = 2, memory_mib: int = 2048) -> None:
+    def __init__(
+        self,
+        workers: int = 2,
+        cpus: int = 2,
+        memory_mib: int = 2048,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.env = {**FAST_HEALTH_CHECKS, **(env or {})}
         # Short: Ray's unix sockets live under it (sun_path is 108 bytes).
         self.temp = Path(tempfile.mkdtemp(prefix="shoal-ray-", dir="/tmp"))
         self.port = _free_port(HEAD_IP)
@@ -109,7 +116,7 @@ class RayCluster:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **FAST_HEALTH_CHECKS},
+            env={**os.environ, **self.env},
             start_new_session=True,
         )
         self.nodes[ip] = proc

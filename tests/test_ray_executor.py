@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 from conftest import Server, make_queue
 from engine_support import (
-    EXITED,
     describe,
     job_log,
     read_pid,
@@ -243,12 +242,13 @@ def test_a_job_that_cannot_start_on_the_node_fails_to_start(
     batch: Any, cluster: RayCluster
 ) -> None:
     env = ray_queue(batch, cluster.address)
-    job_id = submit(batch, env, ["/no/such/program"])
+    job_id = submit(batch, env, ["/no/such/program"], retryStrategy={"attempts": 1})
     detail = wait_for(batch, job_id, timeout=60)
-    assert detail["status"] == "FAILED"
-    # As with the process executor: the shell reports 127 (not found).
-    assert detail["container"]["exitCode"] == 127
-    assert detail["statusReason"] == EXITED
+    # As AWS reports a container whose command cannot be run.
+    assert (detail["status"], detail["statusReason"]) == ("FAILED", "Task failed to start")
+    reason = detail["container"]["reason"]
+    assert reason.startswith("CannotStartContainerError: /no/such/program: "), reason
+    assert "exitCode" not in detail["container"]
 
 
 def test_a_cluster_out_of_reach_leaves_jobs_runnable_with_the_reason(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ import logging
 import socket
 import threading
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,11 @@ class RayExecutor:
         self._capacity: Capacity | None = None
         self._closed = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._forgotten: list[str] = []
+        self._launches: list[tuple[str, dict[str, Any]]] = []
+        self._follows: dict[str, _Follow] = {}
+        self._pump: asyncio.Future[None] | None = None
+        self._background: set[asyncio.Future[None]] = set()
 
     # -- the cluster ----------------------------------------------------------
     def address_of(self, tags: dict[str, str]) -> str | None:
@@ -256,15 +262,17 @@ class RayExecutor:
             request["group"] = multinode["group"]
             request["bundle"] = int(multinode["index"])
             request["bundles"] = [_bundle(b) for b in multinode["bundles"]]
-        try:
-            incarnation = await dispatcher.launch.remote(spec.task_id, request)
-            info = await dispatcher.started.remote(spec.task_id)
-        except ray_exceptions().RayActorError as e:
-            self._dispatcher_died(dispatcher)
-            raise LaunchError(
-                f"CannotStartContainerError: the Ray dispatcher died during the launch: {e}"[:255]
-            ) from e
+        follow = self._follow(
+            dispatcher, spec.task_id, spec.log_group, spec.log_stream, submitting=True
+        )
+        self._launches.append((spec.task_id, request))
+        if len(self._launches) == 1:
+            # One call for the attempts launched in one turn of the loop.
+            asyncio.get_running_loop().call_soon(self._submit, dispatcher)
+        info = await follow.began
         if "error" in info:
+            self._follows.pop(spec.task_id, None)
+            self._forget_later(spec.task_id)
             raise LaunchError(f"CannotStartContainerError: {info['error']}"[:255])
         self.logs.create_stream(spec.log_group, spec.log_stream)
         return {
@@ -272,40 +280,117 @@ class RayExecutor:
             "group": spec.log_group,
             "stream": spec.log_stream,
             "address": address,
-            "incarnation": incarnation,
+            "incarnation": info.get("incarnation", ""),
             "node": info["node"],
             "ip": info["ip"],
         }
 
+    def _submit(self, dispatcher: Any) -> None:
+        batch, self._launches = self._launches, []
+        ref = dispatcher.submit.remote(batch)
+        for task, _ in batch:
+            if (follow := self._follows.get(task)) is not None:
+                follow.submitted = True  # polls ask about it from now on
+
+        async def submitted() -> None:
+            try:
+                await ref
+            except Exception as e:
+                self._dispatcher_died(dispatcher)
+                for task, _ in batch:
+                    follow = self._follows.get(task)
+                    if follow is not None and not follow.began.done():
+                        follow.began.set_result({"error": f"the Ray dispatcher failed: {e}"})
+
+        pending = asyncio.ensure_future(submitted())
+        self._background.add(pending)
+        pending.add_done_callback(self._background.discard)
+
+    def _follow(
+        self, dispatcher: Any, task: str, group: str, stream: str, *, submitting: bool = False
+    ) -> _Follow:
+        """Follow an attempt's news (where it runs, output, exit) through
+        the one `poll` call this executor keeps open."""
+        follow = self._follows.get(task)
+        if follow is None:
+            loop = asyncio.get_running_loop()
+            follow = _Follow(
+                group=group,
+                stream=stream,
+                seq=self._stored(task),
+                began=loop.create_future(),
+                ended=loop.create_future(),
+                submitted=submitting is False,
+            )
+            self._follows[task] = follow
+        if self._pump is None:
+            self._pump = asyncio.ensure_future(self._run_pump(dispatcher))
+        return follow
+
+    async def _run_pump(self, dispatcher: Any) -> None:
+        try:
+            while any(not f.ended.done() for f in self._follows.values()):
+                interest = {
+                    task: [f.seq, f.began.done()]
+                    for task, f in self._follows.items()
+                    if f.submitted and not f.ended.done()
+                }
+                try:
+                    news = await dispatcher.poll.remote(interest, _READ_WAIT)
+                except Exception as e:
+                    # The dispatcher is gone (its node died, or it was
+                    # killed): the attempts it owned went with it.
+                    log.warning("the Ray dispatcher is gone (%s): its attempts are lost", e)
+                    self._dispatcher_died(dispatcher)
+                    for lost in self._follows.values():
+                        lost.lose(f"the Ray dispatcher died: {e}")
+                    return
+                for task, item in news.items():
+                    if (follow := self._follows.get(task)) is not None:
+                        self._take(task, follow, item)
+        finally:
+            self._pump = None
+            if any(not f.ended.done() for f in self._follows.values()):
+                self._pump = asyncio.ensure_future(self._run_pump(dispatcher))
+
+    def _take(self, task: str, follow: _Follow, item: dict[str, Any]) -> None:
+        if item.get("gone"):
+            follow.lose("the Ray dispatcher does not know the attempt")
+            return
+        info = item.get("info")
+        if info is not None and not follow.began.done():
+            follow.node = str(info.get("node") or follow.node)
+            follow.began.set_result(info)
+        chunks = item.get("chunks") or []
+        for number, lines in chunks:
+            events = [Event(int(stamp), line) for stamp, line in lines]
+            self.logs.append(follow.group, follow.stream, events)
+            follow.seq = int(number)
+        if chunks:
+            self._store(task, follow.seq)
+        ended = item.get("exit")
+        if ended is not None and not follow.ended.done():
+            if not follow.began.done():
+                follow.began.set_result({"error": str(ended.get("lost") or "did not start")})
+            follow.ended.set_result(ended)
+
     async def wait(self, handle: Handle) -> Exit:
+        self._loop = asyncio.get_running_loop()
         task = str(handle["task"])
         node = str(handle.get("node") or "unknown")
         try:
             dispatcher = await self._dispatcher_for(str(handle["address"]))
         except LaunchError as e:
             return Exit(exit_code=None, reason=e.reason[:255], status_reason=host_lost(node))
-        seq = self._stored(task)
-        while True:
-            try:
-                news = await dispatcher.read.remote(task, seq, _READ_WAIT)
-            except Exception as e:
-                # The dispatcher is gone (its node died, or it was killed):
-                # the attempts it owned went with it.
-                log.warning("the Ray dispatcher is gone (%s): job task %s is lost", e, task)
-                self._dispatcher_died(dispatcher)
-                return Exit(exit_code=None, status_reason=host_lost(node))
-            if news.get("gone"):
-                return Exit(exit_code=None, status_reason=host_lost(node))
-            node = str((news.get("info") or {}).get("node") or node)
-            for number, lines in news["chunks"]:
-                events = [Event(int(stamp), line) for stamp, line in lines]
-                self.logs.append(str(handle["group"]), str(handle["stream"]), events)
-                seq = int(number)
-            if news["chunks"]:
-                self._store(task, seq)
-            ended = news.get("exit")
-            if ended is not None:
-                return _exit_of(ended, node)
+        follow = self._follow(dispatcher, task, str(handle["group"]), str(handle["stream"]))
+        if not follow.began.done():
+            follow.began.set_result({"node": node})  # known: it was launched
+        follow.node = node if follow.node == "unknown" else follow.node
+        try:
+            ended = await follow.ended
+        finally:
+            self._follows.pop(task, None)
+        return _exit_of(ended, follow.node)
 
     async def stop(self, handle: Handle, grace_seconds: float) -> None:
         try:
@@ -348,9 +433,21 @@ class RayExecutor:
         task = str(handle["task"])
         with contextlib.suppress(OSError):
             (self.state_dir / f"{task}.seq").unlink()
-        if self._dispatcher is not None:
+        self._forget_later(task)
+
+    def _forget_later(self, task: str) -> None:
+        # One call for the attempts released in one turn of the loop.
+        self._forgotten.append(task)
+        if len(self._forgotten) == 1 and self._loop is not None:
+            self._loop.call_soon(self._forget)
+        elif self._loop is None:
+            self._forget()
+
+    def _forget(self) -> None:
+        tasks, self._forgotten = self._forgotten, []
+        if self._dispatcher is not None and tasks:
             with contextlib.suppress(Exception):
-                self._dispatcher.forget.remote(task)
+                self._dispatcher.forget.remote(tasks)
 
     def close(self) -> None:
         self._closed.set()
@@ -370,10 +467,23 @@ class RayExecutor:
         tmp.replace(path)
 
 
-def ray_exceptions() -> Any:
-    import ray.exceptions
+@dataclass(slots=True)
+class _Follow:
+    """What this executor knows of an attempt it follows."""
 
-    return ray.exceptions
+    group: str
+    stream: str
+    seq: int  # the last output chunk stored
+    began: asyncio.Future[dict[str, Any]]  # where it runs, or {"error": ...}
+    ended: asyncio.Future[dict[str, Any]]  # how it ended
+    node: str = "unknown"
+    submitted: bool = True  # False while its launch waits to be sent
+
+    def lose(self, why: str) -> None:
+        if not self.began.done():
+            self.began.set_result({"error": why})
+        if not self.ended.done():
+            self.ended.set_result({"node_lost": self.node})
 
 
 def _exit_of(ended: dict[str, Any], node: str) -> Exit:

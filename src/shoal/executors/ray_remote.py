@@ -11,14 +11,23 @@ Two parts:
   actor, attempts outlive a shoal server that is killed or restarted, and
   the next one finds them again by task id. It also holds each attempt's
   output until shoal has stored it, and its exit.
-- `run_attempt`, the task: starts the command in its own process group
-  under a small `sh` reaper, streams its output lines (timestamped on the
-  node) to the dispatcher, obeys stop requests (SIGTERM, grace, SIGKILL to
-  the group) and reports the exit status.
+- `run_attempt`, the task: starts the command in its own process group (and
+  memory cgroup), streams its output lines (timestamped on the node) to the
+  dispatcher, obeys stop requests (SIGTERM, grace, SIGKILL to the group) and
+  returns the exit status.
 
-No orphans: the reaper runs with the parent-death signal set to SIGHUP, on
-which it kills its whole process group. When the node's raylet dies its
-workers exit (killing their children), and with them every job they ran.
+Calls per attempt are few, since they are most of its cost: shoal's launch
+(answered once the task runs), the task's one `watch` call (saying where it
+runs, then waiting for a stop request or the end), shoal's reads (one, for a
+job that prints little), and forgets sent in batches.
+
+No orphans. Ray's worker SIGKILLs its own children when it exits (as it does
+when its raylet dies), which no trap can catch. So each worker process
+keeps a watchdog pair: its child, a shell that only waits, and the
+grandchild, started with the parent-death signal set to SIGHUP
+(`setpriv --pdeathsig`), which on SIGHUP kills the process group of every
+job the worker is running (listed in a file). Jobs themselves are started
+directly, with no shell in between, at the cost of a bare spawn.
 """
 
 from __future__ import annotations
@@ -35,68 +44,86 @@ import tempfile
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import ray
 
 from shoal.executors.cgroups import MemoryCgroups
 
-PROTOCOL = 1  # part of the dispatcher's name: a new protocol gets a new dispatcher
+PROTOCOL = 2  # part of the dispatcher's name: a new protocol gets a new dispatcher
 
-# The reaper, run as `sh -c REAPER sh COMMAND...` as the leader of a new
-# process group. The command runs in the background so that `wait` (unlike a
-# foreground command) is interrupted by a trapped signal: on SIGHUP (its
-# parent, the Ray worker, died) the whole group is killed at once. SIGTERM
-# and SIGINT sent to the group are for the command: the reaper waits on.
-# (A background command starts with SIGINT and SIGQUIT ignored, as POSIX
-# wants for `&` without job control; SIGTERM and SIGKILL, which shoal uses,
-# are unaffected.)
-REAPER = r"""
-if [ -n "$1" ]; then echo $$ > "$1/cgroup.procs" || exit 125; fi
-shift
-trap 'kill -KILL 0' HUP
-trap : TERM INT
-"$@" &
-pid=$!
+# The watchdog's grandchild (`sh -c WATCHDOG sh GROUPS_FILE`): on SIGHUP, its
+# parent (and so the Ray worker) is gone: kill every listed process group.
+WATCHDOG = r"""
+trap 'while read -r g; do kill -KILL -"$g"; done < "$1"; kill $!; exit 0' HUP
 while :; do
-    wait "$pid"
-    rc=$?
-    kill -0 "$pid" 2>/dev/null || break
+    sleep 2147483647 &
+    wait $!
 done
-exit "$rc"
 """
-
-# Ray's worker SIGKILLs its own children when it exits, which a trap cannot
-# catch: so the worker's child is this outer shell, and the reaper below it
-# gets SIGHUP (`setpriv --pdeathsig`) when the outer shell is killed. Run as
-# `sh -c OUTER REAPER CGROUP COMMAND...`.
-OUTER = r"""
-trap : TERM INT
-setpriv --pdeathsig HUP -- sh -c "$0" sh "$@" &
-pid=$!
-while :; do
-    wait "$pid"
-    rc=$?
-    kill -0 "$pid" 2>/dev/null || break
-done
-exit "$rc"
-"""
+# The watchdog's child, the Ray worker's direct child: it only waits.
+WATCHDOG_PARENT = 'setpriv --pdeathsig HUP -- sh -c "$0" sh "$1" & wait'
+# A job with a MEMORY limit joins its cgroup, then becomes the command.
+JOIN_CGROUP = 'echo $$ > "$0/cgroup.procs" && exec "$@"'
 
 _PR_SET_PDEATHSIG = 1
 _FLUSH_SECONDS = 0.1  # output lines are sent this often while a job prints
 _MAX_BATCH = 1 << 20  # or when this many bytes are waiting
 _HELD_LIMIT = 8 << 20  # per attempt, output the dispatcher holds before the job waits
-_CONTROL_POLL = 30.0  # a stop request long-poll is renewed this often
 
 
 def _die_with_parent() -> None:
-    """In the reaper, before exec: SIGHUP when the Ray worker that started it dies."""
+    """In the watchdog's child, before exec: SIGKILL when the worker dies."""
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGHUP, 0, 0, 0)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+class _Watchdog:
+    """This worker process's watchdog and the file of its jobs' process groups."""
+
+    proc: subprocess.Popen[bytes] | None = None
+    path: Path | None = None
+    groups: set[int] = set()
+
+    @classmethod
+    def ensure(cls) -> None:
+        if cls.proc is not None and cls.proc.poll() is None:
+            return
+        if shutil.which("setpriv") is None:
+            return  # util-linux before 2.33: no way to outlive the kill
+        cls.path = Path(tempfile.gettempdir()) / f"shoal-ray-groups-{os.getpid()}"
+        cls._write()
+        cls.proc = subprocess.Popen(
+            ["sh", "-c", WATCHDOG_PARENT, WATCHDOG, str(cls.path)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+
+    @classmethod
+    def add(cls, pgid: int) -> None:
+        cls.groups.add(pgid)
+        cls._write()
+
+    @classmethod
+    def remove(cls, pgid: int) -> None:
+        cls.groups.discard(pgid)
+        cls._write()
+
+    @classmethod
+    def _write(cls) -> None:
+        if cls.path is None:
+            return
+        tmp = cls.path.with_suffix(".tmp")
+        tmp.write_text("".join(f"{g}\n" for g in cls.groups))
+        tmp.replace(cls.path)
 
 
 def run_attempt(
@@ -105,21 +132,26 @@ def run_attempt(
     command: list[str],
     environment: dict[str, str],
     memory_mib: int | None,
-) -> int | None:
-    """The Ray task of one attempt: run `command`, return its exit status.
+) -> dict[str, Any]:
+    """The Ray task of one attempt: run `command`; its exit status, or why it
+    could not start.
 
     MEMORY is a hard limit where the node lets us make a memory cgroup (as
     with the process executor); else only Ray's scheduling resource."""
     node_id = ray.get_runtime_context().get_node_id()
     ip = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
+    _Watchdog.ensure()
+    path = environment.get("PATH", os.defpath)
+    relative = bool(command) and "/" in command[0] and not os.path.isabs(command[0])
+    if not command or (not relative and shutil.which(command[0], path=path) is None):
+        # Said before the cgroup wrapper would turn it into exit code 127.
+        what = command[0] if command else "(no command)"
+        return {"node": node_id, "ip": ip, "error": f"{what}: executable file not found"}
     workdir = tempfile.mkdtemp(prefix=f"shoal-{task_id}-")
     cgroups = MemoryCgroups("shoal-ray", sweep=False) if memory_mib else None
     cgroup = cgroups.create(task_id, memory_mib) if cgroups and memory_mib else None
+    argv = ["sh", "-c", JOIN_CGROUP, str(cgroup), *command] if cgroup else command
     try:
-        if shutil.which("setpriv"):
-            argv = ["sh", "-c", OUTER, REAPER, str(cgroup or ""), *command]
-        else:  # util-linux before 2.33: orphans possible if the worker is SIGKILLed
-            argv = ["sh", "-c", REAPER, "sh", str(cgroup or ""), *command]
         proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -128,20 +160,19 @@ def run_attempt(
             cwd=workdir,
             env=environment,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
         )
     except OSError as e:
         shutil.rmtree(workdir, ignore_errors=True)
         if cgroups is not None:
             cgroups.remove(cgroup)
-        ray.get(dispatcher.begun.remote(task_id, {"node": node_id, "ip": ip, "error": str(e)}))
-        return None
-    ray.get(dispatcher.begun.remote(task_id, {"node": node_id, "ip": ip, "pid": proc.pid}))
+        return {"node": node_id, "ip": ip, "error": f"{command[0]}: {e.strerror or e}"}
+    _Watchdog.add(proc.pid)
     done = threading.Event()
-    controller = threading.Thread(
-        target=_obey_stops, args=(dispatcher, task_id, proc, done), daemon=True
+    info = {"node": node_id, "ip": ip, "pid": proc.pid}
+    watcher = threading.Thread(
+        target=_watch, args=(dispatcher, task_id, info, proc, done), daemon=True
     )
-    controller.start()
+    watcher.start()
     sender = _Sender(dispatcher, task_id)
     try:
         assert proc.stdout is not None
@@ -151,33 +182,33 @@ def run_attempt(
     finally:
         done.set()
         sender.close()
+        _Watchdog.remove(proc.pid)
         shutil.rmtree(workdir, ignore_errors=True)
+    if code < 0:
+        code = 128 - code  # killed by a signal: as a shell reports it
     oom = cgroups is not None and cgroups.oom_killed(cgroup)
     if cgroups is not None:
         cgroups.remove(cgroup)
-    ray.get(dispatcher.ended.remote(task_id, code, oom))
-    return code
+    return {"node": node_id, "ip": ip, "code": code, "oom": oom}
 
 
-def _obey_stops(dispatcher: Any, task_id: str, proc: subprocess.Popen[bytes], done: Any) -> None:
-    """Wait for a stop request (long-polling the dispatcher), then stop the
-    process group: SIGTERM, the grace period, SIGKILL."""
-    while not done.is_set():
-        try:
-            grace = ray.get(dispatcher.control.remote(task_id, _CONTROL_POLL))
-        except Exception:
-            if done.wait(1.0):
-                return
-            continue
-        if grace is None:
-            continue
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        if done.wait(float(grace)) or proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+def _watch(
+    dispatcher: Any, task_id: str, info: dict[str, Any], proc: subprocess.Popen[bytes], done: Any
+) -> None:
+    """Say where the attempt runs, then wait (in the same call) for a stop
+    request: SIGTERM the process group, wait the grace period, SIGKILL it."""
+    try:
+        grace = ray.get(dispatcher.watch.remote(task_id, info))
+    except Exception:
+        return  # the dispatcher is gone: so is the owner of this task
+    if grace is None or done.is_set():
         return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    if done.wait(float(grace)):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 class _Sender:
@@ -191,10 +222,12 @@ class _Sender:
         self._bytes = 0
         self._closed = False
         self._cond = threading.Condition()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None  # started by the first line
 
     def add(self, timestamp: int, line: str) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
         with self._cond:
             while self._bytes > _MAX_BATCH * 4 and not self._closed:
                 self._cond.wait()
@@ -204,6 +237,8 @@ class _Sender:
                 self._cond.notify_all()
 
     def close(self) -> None:
+        if self._thread is None:
+            return
         with self._cond:
             self._closed = True
             self._cond.notify_all()
@@ -235,16 +270,11 @@ class _Run:
         self.held = 0  # bytes of output not yet taken by shoal
         self.seq = 0  # the number of the last chunk received
         self.exit: dict[str, Any] | None = None
-        self.changed = asyncio.Event()
         self.room = asyncio.Event()
         self.room.set()
         self.stop_grace: float | None = None
-        self.stop_requested = asyncio.Event()
+        self.stop_or_end = asyncio.Event()  # a stop was requested, or the attempt ended
         self.group: str | None = None
-
-    def notify(self) -> None:
-        self.changed.set()
-        self.changed = asyncio.Event()
 
 
 class Dispatcher:
@@ -255,14 +285,42 @@ class Dispatcher:
         self.runs: dict[str, _Run] = {}
         self.refused: set[str] = set()  # task ids a recovering engine declared never started
         self.groups: dict[str, tuple[Any, set[str]]] = {}  # placement groups of multi-node jobs
+        # Made once: each new remote function is exported to the cluster anew.
+        self.task = ray.remote(run_attempt)
+        self._changed = asyncio.Event()
+
+    def _notify(self) -> None:
+        """Wake `poll`: something changed for some attempt."""
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     # -- called by shoal ------------------------------------------------------
-    async def launch(self, task_id: str, request: dict[str, Any]) -> str:
-        """Submit the attempt (once: a second launch of a task id is ignored)."""
-        if task_id in self.runs or task_id in self.refused:
-            return self.incarnation
-        run = _Run()
-        self.runs[task_id] = run
+    async def submit(self, requests: list[tuple[str, dict[str, Any]]]) -> None:
+        """Submit attempts (each once: a task id seen before is ignored).
+        Where each runs, or why it did not start, comes through `poll`."""
+        for task_id, request in requests:
+            if task_id in self.runs:
+                continue
+            run = _Run()
+            self.runs[task_id] = run
+            if task_id in self.refused:
+                run.info = {"error": "the attempt was declared never started"}
+                run.exit = {"lost": run.info["error"]}
+                run.began.set()
+                continue
+            asyncio.get_running_loop().create_task(self._submit(task_id, run, request))
+        self._notify()
+
+    async def _submit(self, task_id: str, run: _Run, request: dict[str, Any]) -> None:
+        try:
+            await self._submit_task(task_id, run, request)
+        except Exception as e:
+            run.info = {"error": f"{type(e).__name__}: {e}"[:500]}
+            run.exit = {"lost": run.info["error"]}
+            run.began.set()
+            self._notify()
+
+    async def _submit_task(self, task_id: str, run: _Run, request: dict[str, Any]) -> None:
         options: dict[str, Any] = {
             "num_cpus": request["num_cpus"],
             "num_gpus": request["num_gpus"],
@@ -283,19 +341,10 @@ class Dispatcher:
             self.groups[group][1].add(task_id)
             run.group = group
         me = ray.get_runtime_context().current_actor
-        run.ref = (
-            ray.remote(run_attempt)
-            .options(**options)
-            .remote(
-                me,
-                task_id,
-                request["command"],
-                request["environment"],
-                request.get("memory_mib"),
-            )
+        run.ref = self.task.options(**options).remote(
+            me, task_id, request["command"], request["environment"], request.get("memory_mib")
         )
-        asyncio.get_running_loop().create_task(self._watch(task_id, run))
-        return self.incarnation
+        asyncio.get_running_loop().create_task(self._follow(run))
 
     async def _placement_group(self, group: str, bundles: list[dict[str, float]]) -> Any:
         from ray.util.placement_group import placement_group
@@ -309,37 +358,42 @@ class Dispatcher:
         await pg.ready()
         return pg
 
-    async def started(self, task_id: str) -> dict[str, Any]:
-        """Where the attempt runs, once it does (or how it failed to start)."""
-        run = self.runs.get(task_id)
-        if run is None:
-            return {"error": "unknown attempt"}
-        await run.began.wait()
-        assert run.info is not None
-        return run.info
-
-    async def read(self, task_id: str, after: int, timeout: float) -> dict[str, Any]:
-        """Output after chunk `after` (everything up to it is stored by shoal
-        and dropped here) and the exit once all output is read; waits up to
-        `timeout` seconds for either."""
-        run = self.runs.get(task_id)
-        if run is None:
-            return {"gone": True}
-        while run.chunks and run.chunks[0][0] <= after:
-            _, lines = run.chunks.popleft()
-            run.held -= sum(len(line) + 16 for _, line in lines)
-        if run.held < _HELD_LIMIT:
-            run.room.set()
-        if not run.chunks and run.exit is None:
-            changed = run.changed
+    async def poll(self, interest: dict[str, list[Any]], timeout: float) -> dict[str, Any]:
+        """What is new for the attempts shoal follows, given per task id as
+        [the last output chunk shoal stored, whether it knows where the
+        attempt runs]: where it runs, output chunks (the stored ones are
+        dropped here), and its exit once all output is taken. Waits up to
+        `timeout` seconds when there is nothing new."""
+        news = self._news(interest)
+        if not news:
+            changed = self._changed
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), timeout)
-        chunks = list(run.chunks)
-        return {
-            "chunks": chunks,
-            "exit": run.exit if not chunks else None,
-            "info": run.info,
-        }
+            news = self._news(interest)
+        return news
+
+    def _news(self, interest: dict[str, list[Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for task_id, (after, placed) in interest.items():
+            run = self.runs.get(task_id)
+            if run is None:
+                out[task_id] = {"gone": True}
+                continue
+            while run.chunks and run.chunks[0][0] <= after:
+                _, lines = run.chunks.popleft()
+                run.held -= sum(len(line) + 16 for _, line in lines)
+            if run.held < _HELD_LIMIT:
+                run.room.set()
+            item: dict[str, Any] = {}
+            if run.began.is_set() and not placed:
+                item["info"] = run.info
+            if run.chunks:
+                item["chunks"] = list(run.chunks)
+            elif run.exit is not None:
+                item["exit"] = run.exit
+            if item:
+                out[task_id] = item
+        return out
 
     async def stop(self, task_id: str, grace: float) -> None:
         run = self.runs.get(task_id)
@@ -350,7 +404,7 @@ class Dispatcher:
             ray.cancel(run.ref, force=False)
         if run.stop_grace is None:
             run.stop_grace = grace
-            run.stop_requested.set()
+            run.stop_or_end.set()
 
     async def recover(self, task_id: str) -> dict[str, Any] | None:
         """For an engine that died between placing and launching: the
@@ -361,28 +415,35 @@ class Dispatcher:
             return None
         return {"incarnation": self.incarnation, "info": run.info}
 
-    async def forget(self, task_id: str) -> None:
-        run = self.runs.pop(task_id, None)
-        if run is None or run.group is None:
-            return
-        pg, members = self.groups.get(run.group, (None, set()))
-        members.discard(task_id)
-        if not members and pg is not None:
-            from ray.util.placement_group import remove_placement_group
+    async def forget(self, task_ids: list[str]) -> None:
+        """Drop finished attempts whose exits shoal has recorded."""
+        for task_id in task_ids:
+            run = self.runs.pop(task_id, None)
+            if run is None or run.group is None:
+                continue
+            pg, members = self.groups.get(run.group, (None, set()))
+            members.discard(task_id)
+            if not members and pg is not None:
+                from ray.util.placement_group import remove_placement_group
 
-            del self.groups[run.group]
-            remove_placement_group(pg)
+                del self.groups[run.group]
+                remove_placement_group(pg)
 
     async def identity(self) -> str:
         return self.incarnation
 
     # -- called by the tasks --------------------------------------------------
-    async def begun(self, task_id: str, info: dict[str, Any]) -> None:
+    async def watch(self, task_id: str, info: dict[str, Any]) -> float | None:
+        """The task says where it runs, then waits here: the grace period
+        once a stop is requested, None once the attempt has ended."""
         run = self.runs.get(task_id)
-        if run is not None:
-            run.info = info
-            run.began.set()
-            run.notify()
+        if run is None:
+            return 0.0  # forgotten: nobody waits for it
+        run.info = info
+        run.began.set()
+        self._notify()
+        await run.stop_or_end.wait()
+        return run.stop_grace if run.exit is None else None
 
     async def output(self, task_id: str, lines: list[tuple[int, str]]) -> None:
         run = self.runs.get(task_id)
@@ -391,39 +452,30 @@ class Dispatcher:
         run.seq += 1
         run.chunks.append((run.seq, lines))
         run.held += sum(len(line) + 16 for _, line in lines)
-        run.notify()
+        self._notify()
         if run.held >= _HELD_LIMIT:
             run.room.clear()
             await run.room.wait()
 
-    async def control(self, task_id: str, timeout: float) -> float | None:
-        """The grace period once a stop is requested; None after `timeout`."""
-        run = self.runs.get(task_id)
-        if run is None:
-            return 0.0
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(run.stop_requested.wait(), timeout)
-        return run.stop_grace
-
-    async def ended(self, task_id: str, code: int, oom: bool = False) -> None:
-        run = self.runs.get(task_id)
-        if run is not None and run.exit is None:
-            run.exit = {"code": code, "oom": oom}
-            run.notify()
-
     # -- inside ---------------------------------------------------------------
-    async def _watch(self, task_id: str, run: _Run) -> None:
+    async def _follow(self, run: _Run) -> None:
+        """Until the task ends: its result is the attempt's exit."""
         try:
-            await run.ref
+            result = await run.ref
         except Exception as e:
-            if run.exit is None:
-                run.exit = await self._lost(run, e)
-        if run.exit is None:  # returned without reporting (cannot happen; be safe)
-            run.exit = {"lost": "the attempt's task ended without an exit status"}
+            run.exit = await self._lost(run, e)
+        else:
+            if "error" in result:
+                run.info = result
+                run.exit = {"lost": result["error"]}
+            else:
+                run.exit = result
+                run.info = run.info or {"node": result["node"], "ip": result["ip"]}
         if not run.began.is_set():
             run.info = run.info or {"error": run.exit.get("lost") or "did not start"}
             run.began.set()
-        run.notify()
+        run.stop_or_end.set()
+        self._notify()
 
     async def _lost(self, run: _Run, error: Exception) -> dict[str, Any]:
         """How an attempt whose task failed ended: its node died, or it did."""

@@ -1,0 +1,193 @@
+"""Ray executor benchmark: trivial jobs through shoal on a Ray cluster, next
+to bare Ray tasks running the same command, measured in the same run.
+
+    python bench/ray_executor.py [--jobs 300] [--samples 30] [--quick]
+
+Starts a three-node Ray cluster on loopback (head 127.0.0.2 without CPUs,
+two workers with 2 CPUs each: tests/ray_support.py) and prints
+- throughput of JOBS `true` commands as bare Ray tasks (num_cpus=1, each
+  running the command in a subprocess, all submitted at once), and as jobs
+  through shoal on an UNMANAGED ray compute environment (submitted over the
+  wire, run to SUCCEEDED), with their ratio (target: at least 0.70);
+- the same jobs through shoal's process executor on this host, 4 vCPUs of
+  capacity, for comparison;
+- start latency on an idle cluster, p50 and p99: for bare Ray from
+  `.remote()` to the task running, for shoal from SubmitJob to RUNNING
+  (startedAt - createdAt, server-side).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
+
+import ray
+from engine import RawClient, Shoal, count_status
+from ray_support import HEAD_IP, RayCluster
+
+TARGET_RATIO = 0.70
+COMMAND = ["true"]
+
+
+@ray.remote(num_cpus=1)
+def bare_task(command: list[str]) -> int:
+    return subprocess.run(command, check=False).returncode
+
+
+@ray.remote(num_cpus=1)
+def started_at(command: list[str]) -> float:
+    at = time.time()
+    subprocess.run(command, check=False)
+    return at
+
+
+def bare_rate(jobs: int) -> float:
+    t0 = time.perf_counter()
+    codes = ray.get([bare_task.remote(COMMAND) for _ in range(jobs)])
+    assert all(c == 0 for c in codes)
+    return jobs / (time.perf_counter() - t0)
+
+
+def bare_latency(samples: int) -> list[float]:
+    out = []
+    for _ in range(samples):
+        t0 = time.time()
+        out.append((ray.get(started_at.remote(COMMAND)) - t0) * 1000)
+    return out
+
+
+def setup(batch: Any, name: str, tags: dict[str, str], *, unmanaged: bool) -> None:
+    if unmanaged:
+        batch.create_compute_environment(computeEnvironmentName=name, type="UNMANAGED", tags=tags)
+    else:
+        batch.create_compute_environment(
+            computeEnvironmentName=name,
+            type="MANAGED",
+            computeResources={"type": "EC2", "maxvCpus": 4, "minvCpus": 0},
+            tags=tags,
+        )
+    batch.create_job_queue(
+        jobQueueName=name,
+        priority=1,
+        computeEnvironmentOrder=[{"order": 1, "computeEnvironment": name}],
+    )
+    batch.register_job_definition(
+        jobDefinitionName=name,
+        type="container",
+        containerProperties={
+            "image": "busybox",
+            "command": COMMAND,
+            "resourceRequirements": [
+                {"type": "VCPU", "value": "1"},
+                {"type": "MEMORY", "value": "64"},
+            ],
+        },
+    )
+
+
+def shoal_rate(shoal: Shoal, queue: str, jobs: int) -> float:
+    db = shoal.data_dir / "shoal.db"
+    before = count_status(db, "SUCCEEDED")
+    raw = RawClient(shoal.port)
+    t0 = time.perf_counter()
+    for i in range(jobs):
+        raw.submit_job(jobName=f"j{i}", jobQueue=queue, jobDefinition=queue)
+    deadline = time.monotonic() + 900
+    while count_status(db, "SUCCEEDED") < before + jobs:
+        if time.monotonic() > deadline or count_status(db, "FAILED"):
+            raise RuntimeError("the jobs did not all succeed")
+        time.sleep(0.02)
+    return jobs / (time.perf_counter() - t0)
+
+
+def shoal_latency(shoal: Shoal, queue: str, samples: int) -> list[float]:
+    batch = shoal.client()
+    out = []
+    for i in range(samples):
+        job_id = batch.submit_job(jobName=f"lat{i}", jobQueue=queue, jobDefinition=queue)["jobId"]
+        while True:
+            [job] = batch.describe_jobs(jobs=[job_id])["jobs"]
+            if job["status"] in ("SUCCEEDED", "FAILED"):
+                break
+            time.sleep(0.005)
+        out.append(float(job["startedAt"] - job["createdAt"]))
+    return out
+
+
+def pct(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=300)
+    parser.add_argument("--samples", type=int, default=30)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    jobs, samples = (60, 10) if args.quick else (args.jobs, args.samples)
+
+    # Two drivers (this one, and shoal's) share the workers' slots: let each
+    # keep its idle workers rather than kill and restart them at every turn.
+    cluster = RayCluster(workers=2, cpus=2, env={"RAY_num_workers_soft_limit": "16"})
+    tmp = Path(tempfile.mkdtemp(prefix="shoal-bench-"))
+    shoal = None
+    try:
+        ray.init(address=cluster.address, _node_ip_address=HEAD_IP, log_to_driver=False)
+        bare_rate(20)  # warm the workers
+        shoal = Shoal(tmp / "data", "--host-vcpus", "4")
+        batch = shoal.client()
+        setup(
+            batch,
+            "ray",
+            {"shoal:executor": "ray", "shoal:ray-address": cluster.address},
+            unmanaged=True,
+        )
+        setup(batch, "proc", {"shoal:executor": "process"}, unmanaged=False)
+        shoal_rate(shoal, "ray", 20)  # warm: connect, dispatcher, workers
+
+        # Interleaved, so that drift of this shared machine hits both alike.
+        bare, ours = [], []
+        for _ in range(2):
+            bare.append(bare_rate(jobs))
+            ours.append(shoal_rate(shoal, "ray", jobs))
+        bare_r, ours_r = max(bare), max(ours)
+        process_r = shoal_rate(shoal, "proc", jobs)
+        ok = "ok" if ours_r / bare_r >= TARGET_RATIO else "BELOW TARGET"
+        print(
+            f"{jobs} `true` jobs, 4 CPUs on 2 Ray worker nodes: bare Ray tasks {bare_r:.1f}/s; "
+            f"shoal on Ray {ours_r:.1f} jobs/s; ratio {ours_r / bare_r:.2f} "
+            f"(target >= {TARGET_RATIO}) {ok}"
+        )
+        print(
+            f"same jobs on shoal's process executor (4 vCPUs on this host): "
+            f"{process_r:.1f} jobs/s; shoal on Ray / process {ours_r / process_r:.2f}"
+        )
+        bare_l = bare_latency(samples)
+        ours_l = shoal_latency(shoal, "ray", samples)
+        print(
+            f"start latency, idle, {samples} samples: bare Ray .remote()-to-running "
+            f"p50 {statistics.median(bare_l):.1f} ms p99 {pct(bare_l, 0.99):.1f} ms; "
+            f"shoal on Ray SubmitJob-to-RUNNING p50 {statistics.median(ours_l):.1f} ms "
+            f"p99 {pct(ours_l, 0.99):.1f} ms"
+        )
+    finally:
+        if shoal is not None:
+            shoal.stop()
+        ray.shutdown()
+        cluster.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
