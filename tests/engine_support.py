@@ -91,7 +91,9 @@ def wait_until(probe: Callable[[], T | None], timeout: float = 10.0, what: str =
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            raise AssertionError(
+                f"timed out after {timeout} s waiting for {what} (last: {value!r})"
+            )
         time.sleep(0.02)
 
 

@@ -196,26 +196,38 @@ def test_unmanaged_capacity_follows_the_cluster_as_nodes_join(
     big = submit(batch, env, ["true"], overrides={"resourceRequirements": three})
     never = wait_for(batch, big, "RUNNABLE", timeout=30, reason_prefix="MISCONFIGURATION")
     assert "at most 2 vCPU" in never["statusReason"]
-    # Two nodes with 2 CPUs each: four 1-vCPU jobs run, the fifth waits.
+    # Two nodes with 2 CPUs each: four 1-vCPU jobs run and four more wait in
+    # Ray's queue (STARTING: placed, not yet running); the ninth waits here.
     gate = tmp_path / "unmanaged.go"
     hold = sh(f"until [ -e {gate} ]; do sleep 0.05; done")
-    running = [submit(batch, env, hold) for _ in range(4)]
-    for job_id in running:
-        wait_for(batch, job_id, "RUNNING", timeout=60)
+    running = [submit(batch, env, hold) for _ in range(8)]
+
+    def statuses() -> list[str]:
+        return sorted(j["status"] for j in batch.describe_jobs(jobs=running)["jobs"])
+
+    wait_until(
+        lambda: statuses() == ["RUNNING"] * 4 + ["STARTING"] * 4,
+        timeout=60,
+        what="four running, four queued in Ray",
+    )
     fifth = submit(batch, env, hold)
     waiting = wait_for(batch, fifth, "RUNNABLE", timeout=30, reason_prefix="CAPACITY:INSUFFICIENT")
-    assert "0 of 4 vCPU free" in waiting["statusReason"]
-    # A node with 4 CPUs joins: the big job and the fifth find room.
+    assert "has 0 of 8 vCPU free" in waiting["statusReason"]
+    assert "(its cluster's 4 vCPU, and as many waiting" in waiting["statusReason"]
+    assert statuses() == ["RUNNING"] * 4 + ["STARTING"] * 4
+    # A node with 4 CPUs joins: the queued four run on it, the ninth and the
+    # big job (which a 4-CPU node can hold) are placed.
     cluster.cpus = 4
     try:
         cluster.add_worker("127.0.0.5")
     finally:
         cluster.cpus = 2
     try:
-        assert wait_for(batch, big, timeout=60)["status"] == "SUCCEEDED"
-        wait_for(batch, fifth, "RUNNING", timeout=60)
+        wait_until(lambda: statuses() == ["RUNNING"] * 8, timeout=60, what="eight running")
+        wait_for(batch, big, ("STARTING", "RUNNING", "SUCCEEDED"), timeout=60)
+        wait_for(batch, fifth, ("STARTING", "RUNNING"), timeout=60)
         gate.touch()
-        for job_id in [*running, fifth]:
+        for job_id in [*running, fifth, big]:
             assert wait_for(batch, job_id, timeout=60)["status"] == "SUCCEEDED"
     finally:
         gate.touch()

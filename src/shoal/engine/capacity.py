@@ -43,10 +43,13 @@ class Limits:
 @dataclass(frozen=True, slots=True)
 class Capacity:
     """What a cluster (Ray) holds: in total, and on its biggest node (the
-    most one job can get)."""
+    most one job can get); and what the engine may have placed on it at once
+    (`admit`: more than the total when the cluster queues work itself, so
+    that a freed slot is taken at once, without a round trip to the engine)."""
 
     total: Limits
     biggest: Limits
+    admit: Limits
 
 
 def ce_limits(ce: ComputeEnvironment, host: Limits | None) -> Limits:

@@ -505,7 +505,7 @@ class Engine:
                 unit = multinode.largest_node(props) if props is not None else need
                 if not cluster.biggest.ever_holds(unit):
                     continue  # no node of the cluster could ever hold it
-                limits = cluster.total
+                limits = cluster.admit
             if not limits.ever_holds(need):
                 continue
             host_ok = not on_host or self.host is None or self.host.holds(self._host_used, need)
@@ -516,6 +516,11 @@ class Engine:
                 return "placed"
             if blocked_by is None:
                 free = describe_free(limits, used)
+                if isinstance(cluster, Capacity) and cluster.admit != cluster.total:
+                    free = (
+                        f"{free} (its cluster's {cluster.total.vcpus:g} vCPU, and as many "
+                        "waiting in the cluster's queue)"
+                    )
                 if on_host and self.host is not None and not host_ok:
                     free = f"{free}; this host has {describe_free(self.host, self._host_used)}"
                 blocked_by = (

@@ -525,7 +525,15 @@ def _capacity_of(nodes: list[dict[str, Any]]) -> Capacity:
         memory_mib=int(max((r.get("memory", 0.0) for r in alive), default=0.0) // _MIB),
         gpus=int(max((r.get("GPU", 0.0) for r in alive), default=0.0)),
     )
-    return Capacity(limits(alive), biggest)
+    total = limits(alive)
+    # Ray queues tasks beyond its free resources and starts the next one on
+    # a freed worker at once: keep a queue as deep as the cluster is wide.
+    admit = Limits(
+        vcpus=total.vcpus * 2,
+        memory_mib=None if total.memory_mib is None else total.memory_mib * 2,
+        gpus=None if total.gpus is None else total.gpus * 2,
+    )
+    return Capacity(total, biggest, admit)
 
 
 def _reachable(address: str) -> None:
