@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -105,7 +106,11 @@ def shoal_rate(shoal: Shoal, queue: str, jobs: int) -> float:
     deadline = time.monotonic() + 900
     while count_status(db, "SUCCEEDED") < before + jobs:
         if time.monotonic() > deadline or count_status(db, "FAILED"):
-            raise RuntimeError("the jobs did not all succeed")
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+                rows = conn.execute(
+                    "SELECT status_reason, runtime FROM jobs WHERE status = 'FAILED' LIMIT 3"
+                ).fetchall()
+            raise RuntimeError(f"the jobs did not all succeed: {rows}")
         time.sleep(0.02)
     return jobs / (time.perf_counter() - t0)
 

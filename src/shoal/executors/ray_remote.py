@@ -287,6 +287,8 @@ class Dispatcher:
         self.groups: dict[str, tuple[Any, set[str]]] = {}  # placement groups of multi-node jobs
         # Made once: each new remote function is exported to the cluster anew.
         self.task = ray.remote(run_attempt)
+        self.shapes: dict[tuple[float, float, int], Any] = {}
+        self.me = ray.get_runtime_context().current_actor
         self._changed = asyncio.Event()
 
     def _notify(self) -> None:
@@ -321,15 +323,20 @@ class Dispatcher:
             self._notify()
 
     async def _submit_task(self, task_id: str, run: _Run, request: dict[str, Any]) -> None:
-        options: dict[str, Any] = {
-            "num_cpus": request["num_cpus"],
-            "num_gpus": request["num_gpus"],
-            "max_retries": 0,
-            "retry_exceptions": False,
-            "name": f"shoal-{task_id}",
-        }
-        if request.get("memory"):
-            options["memory"] = request["memory"]
+        shape = (request["num_cpus"], request["num_gpus"], request.get("memory") or 0)
+        remote = self.shapes.get(shape)
+        if remote is None:
+            # One remote function per resource shape: options are costly to
+            # apply per call, and jobs of a queue mostly share one shape.
+            remote = self.task.options(
+                num_cpus=shape[0],
+                num_gpus=shape[1],
+                memory=shape[2] or None,
+                max_retries=0,
+                retry_exceptions=False,
+            )
+            self.shapes[shape] = remote
+        options: dict[str, Any] = {}
         group = request.get("group")
         if group is not None:
             pg = await self._placement_group(group, request["bundles"])
@@ -340,8 +347,10 @@ class Dispatcher:
             )
             self.groups[group][1].add(task_id)
             run.group = group
-        me = ray.get_runtime_context().current_actor
-        run.ref = self.task.options(**options).remote(
+        me = self.me
+        if options:
+            remote = remote.options(**options)
+        run.ref = remote.remote(
             me, task_id, request["command"], request["environment"], request.get("memory_mib")
         )
         asyncio.get_running_loop().create_task(self._follow(run))
@@ -377,7 +386,10 @@ class Dispatcher:
         for task_id, (after, placed) in interest.items():
             run = self.runs.get(task_id)
             if run is None:
-                out[task_id] = {"gone": True}
+                if placed:  # known to have run, and forgotten (or another incarnation's)
+                    out[task_id] = {"gone": True}
+                # else its submission is still on its way (calls to an async
+                # actor may overtake each other): no news yet
                 continue
             while run.chunks and run.chunks[0][0] <= after:
                 _, lines = run.chunks.popleft()
