@@ -324,19 +324,18 @@ class Dispatcher:
 
     async def _submit_task(self, task_id: str, run: _Run, request: dict[str, Any]) -> None:
         shape = (request["num_cpus"], request["num_gpus"], request.get("memory") or 0)
+        options: dict[str, Any] = {
+            "num_cpus": shape[0],
+            "num_gpus": shape[1],
+            "memory": shape[2] or None,
+            "max_retries": 0,
+            "retry_exceptions": False,
+        }
         remote = self.shapes.get(shape)
         if remote is None:
             # One remote function per resource shape: options are costly to
             # apply per call, and jobs of a queue mostly share one shape.
-            remote = self.task.options(
-                num_cpus=shape[0],
-                num_gpus=shape[1],
-                memory=shape[2] or None,
-                max_retries=0,
-                retry_exceptions=False,
-            )
-            self.shapes[shape] = remote
-        options: dict[str, Any] = {}
+            remote = self.shapes[shape] = self.task.options(**options)
         group = request.get("group")
         if group is not None:
             pg = await self._placement_group(group, request["bundles"])
@@ -348,8 +347,8 @@ class Dispatcher:
             self.groups[group][1].add(task_id)
             run.group = group
         me = self.me
-        if options:
-            remote = remote.options(**options)
+        if group is not None:  # a placement of its own: options for this task alone
+            remote = self.task.options(**options)
         run.ref = remote.remote(
             me, task_id, request["command"], request["environment"], request.get("memory_mib")
         )
