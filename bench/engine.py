@@ -199,12 +199,14 @@ def run_only(shoal: Shoal, jobs: int) -> float:
     return jobs / (time.perf_counter() - t0)
 
 
-def latency(shoal: Shoal, samples: int) -> list[float]:
+def latency(
+    shoal: Shoal, samples: int, queue: str = "bench", definition: str = "true"
+) -> list[float]:
     """Server-side submit-to-RUNNING (startedAt - createdAt) on an idle server, ms."""
     batch = shoal.client()
     out: list[float] = []
     for i in range(samples):
-        job_id = batch.submit_job(jobName=f"lat{i}", jobQueue="bench", jobDefinition="true")[
+        job_id = batch.submit_job(jobName=f"lat{i}", jobQueue=queue, jobDefinition=definition)[
             "jobId"
         ]
         while True:

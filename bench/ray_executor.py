@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 
 import ray
-from engine import RawClient, Shoal, count_status
+from engine import RawClient, Shoal, count_status, latency
 from ray_support import HEAD_IP, RayCluster
 
 TARGET_RATIO = 0.70
@@ -115,20 +115,6 @@ def shoal_rate(shoal: Shoal, queue: str, jobs: int) -> float:
     return jobs / (time.perf_counter() - t0)
 
 
-def shoal_latency(shoal: Shoal, queue: str, samples: int) -> list[float]:
-    batch = shoal.client()
-    out = []
-    for i in range(samples):
-        job_id = batch.submit_job(jobName=f"lat{i}", jobQueue=queue, jobDefinition=queue)["jobId"]
-        while True:
-            [job] = batch.describe_jobs(jobs=[job_id])["jobs"]
-            if job["status"] in ("SUCCEEDED", "FAILED"):
-                break
-            time.sleep(0.005)
-        out.append(float(job["startedAt"] - job["createdAt"]))
-    return out
-
-
 def pct(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -180,7 +166,7 @@ def main() -> None:
             f"{process_r:.1f} jobs/s; shoal on Ray / process {ours_r / process_r:.2f}"
         )
         bare_l = bare_latency(samples)
-        ours_l = shoal_latency(shoal, "ray", samples)
+        ours_l = latency(shoal, samples, queue="ray", definition="ray")
         print(
             f"start latency, idle, {samples} samples: bare Ray .remote()-to-running "
             f"p50 {statistics.median(bare_l):.1f} ms p99 {pct(bare_l, 0.99):.1f} ms; "

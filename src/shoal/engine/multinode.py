@@ -253,6 +253,10 @@ class Gang:
         launched = await asyncio.gather(*(self._launch_node(s) for s in others.values()))
         handles = {str(self.main): main}
         handles.update({str(i): h for i, h in zip(others, launched, strict=True)})
+        return self._set_handle(nodes, handles)
+
+    def _set_handle(self, nodes: list[LaunchSpec], handles: dict[str, Handle]) -> Handle:
+        """The gang's handle: every node's, and the main node's log stream."""
         self._handle = {
             "multinode": True,
             "main": self.main,
@@ -357,14 +361,7 @@ class Gang:
             )
             for i, h in found.items()
         }
-        self._handle = {
-            "multinode": True,
-            "main": self.main,
-            "nodes": handles,
-            "group": nodes[self.main].log_group,
-            "stream": nodes[self.main].log_stream,
-        }
-        return self._handle
+        return self._set_handle(nodes, handles)
 
     async def _discard(self, handle: Handle) -> None:
         await self._stop_quietly(handle, 0)
