@@ -333,8 +333,21 @@ def test_a_multinode_job_spans_nodes_and_its_main_node_decides(
     main_seen = wait_until(lambda: (d / "node1.main").read_text().strip(), what="node 1's env")
     assert main_seen == main_ip
     assert (d / "node0.main").read_text().strip() == "none"
-    nodes = batch.list_jobs(multiNodeJobId=job_id, jobStatus="RUNNING")["jobSummaryList"]
-    assert sorted(n["jobId"] for n in nodes) == [f"{job_id}#0", f"{job_id}#1"]
+    # The node rows are written with the job's RUNNING, once every node launched.
+    want = [f"{job_id}#0", f"{job_id}#1"]
+    wait_until(
+        lambda: (
+            sorted(
+                n["jobId"]
+                for n in batch.list_jobs(multiNodeJobId=job_id, jobStatus="RUNNING")[
+                    "jobSummaryList"
+                ]
+            )
+            == want
+        ),
+        timeout=30,
+        what="both nodes listed RUNNING",
+    )
     (d / "go").touch()
     detail = wait_for(batch, job_id, timeout=60)
     # The main node's exit is the job's; the other node is stopped with it.
