@@ -54,9 +54,16 @@ from shoal.executors.cgroups import MemoryCgroups
 PROTOCOL = 2  # part of the dispatcher's name: a new protocol gets a new dispatcher
 
 # The watchdog's grandchild (`sh -c WATCHDOG sh GROUPS_FILE`): on SIGHUP, its
-# parent (and so the Ray worker) is gone: kill every listed process group.
+# parent (and so the Ray worker) is gone: kill every listed process group,
+# and remove the list.
 WATCHDOG = r"""
-trap 'while read -r g; do kill -KILL -"$g"; done < "$1"; kill $!; exit 0' HUP
+reap() {
+    while read -r g; do kill -KILL -"$g"; done < "$1"
+    rm -f "$1"
+    kill $!
+    exit 0
+}
+trap 'reap "$1"' HUP
 while :; do
     sleep 2147483647 &
     wait $!
