@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Server, make_queue
+from conftest import Server, make_ce, make_definition, make_queue
 from engine_support import (
     describe,
     job_log,
@@ -58,33 +58,16 @@ def cluster(ray_cluster: RayCluster) -> Iterator[RayCluster]:  # noqa: F811
             ray_cluster.add_worker(ip)
 
 
-def ray_queue(
-    batch: Any, address: str, *, managed_vcpus: int | None = 16, vcpus: str = "1"
-) -> dict[str, str]:
+def ray_queue(batch: Any, address: str, *, managed_vcpus: int | None = 16) -> dict[str, str]:
     name = f"ray-{uuid.uuid4().hex[:8]}"
     tags = {"shoal:executor": "ray", "shoal:ray-address": address}
     if managed_vcpus is None:
         batch.create_compute_environment(computeEnvironmentName=name, type="UNMANAGED", tags=tags)
     else:
-        batch.create_compute_environment(
-            computeEnvironmentName=name,
-            type="MANAGED",
-            computeResources={"type": "EC2", "minvCpus": 0, "maxvCpus": managed_vcpus},
-            tags=tags,
-        )
+        make_ce(batch, name, max_vcpus=managed_vcpus, tags=tags)
     make_queue(batch, name, [name])
-    batch.register_job_definition(
-        jobDefinitionName=name,
-        type="container",
-        containerProperties={
-            "image": "busybox",
-            "command": ["true"],
-            "resourceRequirements": [
-                {"type": "VCPU", "value": vcpus},
-                {"type": "MEMORY", "value": "64"},
-            ],
-        },
-    )
+    requirements = [{"type": "VCPU", "value": "1"}, {"type": "MEMORY", "value": "64"}]
+    make_definition(batch, name, resourceRequirements=requirements)
     return {"queue": name, "definition": name}
 
 
