@@ -172,6 +172,28 @@ def test_exit_codes(batch: Any, env: dict[str, str]) -> None:
     assert bad["attempts"][0]["container"]["exitCode"] == 3
 
 
+def test_a_program_not_on_the_path_fails_to_start(batch: Any, env: dict[str, str]) -> None:
+    detail = wait_for(batch, run(batch, env, ["shoal-no-such-program"]), timeout=60)
+    # As AWS reports a container whose command cannot be executed: no exit code.
+    assert (detail["status"], detail["statusReason"]) == ("FAILED", "Task failed to start")
+    reason = detail["container"]["reason"]
+    assert reason.startswith("CannotStartContainerError: "), reason
+    assert "executable file not found" in reason, reason
+    assert "exitCode" not in detail["container"]
+
+
+def test_the_command_is_executed_not_interpreted_by_a_shell(
+    batch: Any, logs: Any, env: dict[str, str]
+) -> None:
+    # A container runtime execs the program: a shell builtin of the same name
+    # (dash's echo turns \n into a newline; `exit` is no program at all) never runs.
+    detail = wait_for(batch, run(batch, env, ["echo", "a\\nb"]), timeout=30)
+    assert detail["status"] == "SUCCEEDED", detail
+    assert job_log(logs, detail) == ["a\\nb"]
+    detail = wait_for(batch, run(batch, env, ["exit", "3"]), timeout=30)
+    assert (detail["status"], detail["statusReason"]) == ("FAILED", "Task failed to start")
+
+
 def test_environment(batch: Any, logs: Any, env: dict[str, str], executor: str) -> None:
     names = [
         "AWS_BATCH_JOB_ID",

@@ -242,7 +242,9 @@ def test_a_job_that_cannot_start_on_the_node_fails_to_start(
     # As AWS reports a container whose command cannot be run.
     assert (detail["status"], detail["statusReason"]) == ("FAILED", "Task failed to start")
     reason = detail["container"]["reason"]
-    assert reason.startswith("CannotStartContainerError: /no/such/program: "), reason
+    assert reason == (
+        'CannotStartContainerError: exec: "/no/such/program": executable file not found in $PATH'
+    ), reason
     assert "exitCode" not in detail["container"]
 
 

@@ -73,6 +73,7 @@ class AttemptFiles:
         self.run = run
         self.logs = logs
         self.cgroups = cgroups
+        self._root, self._run = str(root), str(run)  # paths built per attempt
         self._pool = root / ".pool"
         self._pool.mkdir(parents=True, exist_ok=True)
         self._spare = [entry.name for entry in os.scandir(self._pool)]
@@ -80,10 +81,10 @@ class AttemptFiles:
 
     def base(self, task: str) -> str:
         """Prefix of the attempt's files in the run directory."""
-        return str(self.run / task)
+        return f"{self._run}/{task}"
 
     def workdir(self, task: str) -> str:
-        return str(self.root / task) + ".work"
+        return f"{self._root}/{task}.work"
 
     def cgroup(self, task: str) -> Path | None:
         return self.cgroups.root / task if self.cgroups and self.cgroups.root else None
@@ -98,6 +99,19 @@ class AttemptFiles:
                 "CannotStartContainerError: the job has no command, and the process "
                 "executor runs commands, not images"
             )
+        command = list(request["command"])
+        if "/" not in command[0]:
+            # The path is resolved here, as a container runtime does before it
+            # execs: a missing program fails to start (not exit code 127 from
+            # the shell), and the supervisor never runs a shell builtin of the
+            # same name in its place (`echo` with escapes, `exit 3`).
+            found = shutil.which(command[0], path=request["environment"].get("PATH", os.defpath))
+            if found is None:
+                raise LaunchError(
+                    f'CannotStartContainerError: exec: "{command[0]}": executable file '
+                    "not found in $PATH"
+                )
+            command[0] = found
         try:
             # As the awslogs driver does, the stream exists once the job starts;
             # made first, so that nothing can fail after the spawn.
@@ -124,7 +138,7 @@ class AttemptFiles:
         base = self.base(task)
         procs = str(cgroup / "cgroup.procs") if cgroup else ""
         argv = ["sh", "-c", SUPERVISOR, f"shoal-{task}", base, workdir, procs]
-        argv += request["command"]
+        argv += command
         actions = [
             (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
             (os.POSIX_SPAWN_OPEN, 1, base + ".out", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644),

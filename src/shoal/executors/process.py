@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -74,7 +75,9 @@ def _home_of(handle: Handle) -> dict[str, str] | None:
     return home or None
 
 
+@functools.cache
 def _boot_id() -> str:
+    """This boot of the host (fixed while we run: read once)."""
     try:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
@@ -113,6 +116,12 @@ class ProcessExecutor:
         self.host_restarted = run_dir is not None and run_dir != root and not run.exists()
         run.mkdir(parents=True, exist_ok=True)
         self.files = AttemptFiles(root, run, logs, cgroups)
+        self._home = {
+            "host": os.uname().nodename,
+            "boot": _boot_id(),
+            "root": str(root),
+            "run": str(run),
+        }
         self.logs = logs
         self.cgroups = cgroups
         self.log_poll_seconds = log_poll_seconds
@@ -143,23 +152,21 @@ class ProcessExecutor:
         that an engine taking over (another data directory on this host, after
         the first engine died) finds them, and one on another host, or after
         a reboot, knows they are lost."""
-        return {
-            "host": os.uname().nodename,
-            "boot": _boot_id(),
-            "root": str(self.files.root),
-            "run": str(self.files.run),
-        }
+        return dict(self._home)
 
     def _files_for(self, home: dict[str, str] | None) -> AttemptFiles | None:
         """The attempt files of `home` (ours when None); None if they are on
         another host or from before a reboot."""
         if not home:
             return self.files
-        here = (os.uname().nodename, _boot_id())
-        if "host" in home and (home.get("host"), home.get("boot", here[1])) != here:
+        here = self._home
+        if "host" in home and (home["host"], home.get("boot", here["boot"])) != (
+            here["host"],
+            here["boot"],
+        ):
             return None
-        key = (home.get("root", str(self.files.root)), home.get("run", str(self.files.run)))
-        if key == (str(self.files.root), str(self.files.run)):
+        key = (home.get("root", here["root"]), home.get("run", here["run"]))
+        if key == (here["root"], here["run"]):
             return self.files
         if key not in self._foreign:
             self._foreign[key] = AttemptFiles(Path(key[0]), Path(key[1]), self.logs, None)
@@ -167,7 +174,7 @@ class ProcessExecutor:
 
     def _base(self, task: str, handle: Handle | None = None) -> str:
         run = (handle or {}).get("run")
-        return str(Path(run) / task) if run else self.files.base(task)
+        return f"{run}/{task}" if run else self.files.base(task)
 
     # -- launching ------------------------------------------------------------
     def launch(self, spec: LaunchSpec) -> Awaitable[Handle]:

@@ -153,7 +153,11 @@ def run_attempt(
     if not command or (not relative and shutil.which(command[0], path=path) is None):
         # Said before the cgroup wrapper would turn it into exit code 127.
         what = command[0] if command else "(no command)"
-        return {"node": node_id, "ip": ip, "error": f"{what}: executable file not found"}
+        return {
+            "node": node_id,
+            "ip": ip,
+            "error": f'exec: "{what}": executable file not found in $PATH',
+        }
     workdir = tempfile.mkdtemp(prefix=f"shoal-{task_id}-")
     cgroups = MemoryCgroups("shoal-ray", sweep=False) if memory_mib else None
     cgroup = cgroups.create(task_id, memory_mib) if cgroups and memory_mib else None
