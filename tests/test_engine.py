@@ -362,6 +362,23 @@ def test_cancel_running_is_a_noop_and_terminate_stops_it(
     wait_gone(pid, timeout=5)
 
 
+def test_terminate_stops_a_retried_attempt(batch: Any, unique: str, tmp_path: Path) -> None:
+    # The second attempt is placed in the same engine pass that records the
+    # first one's exit: it must be the attempt TerminateJob reaches.
+    pidfile = tmp_path / "pid"
+    env = make_env(batch, unique)
+    script = f'[ "$AWS_BATCH_JOB_ATTEMPT" = 1 ] && exit 1; echo $$ > {pidfile}; exec sleep 30'
+    job_id = submit(batch, env, sh(script), retryStrategy={"attempts": 3})
+    pid = read_pid(pidfile)
+    detail = describe(batch, job_id)
+    assert detail["status"] == "RUNNING" and len(detail["attempts"]) == 1, detail
+    stop(batch, "terminate", job_id, "stop the second")
+    detail = wait_for(batch, job_id, timeout=10)
+    assert (detail["status"], detail["statusReason"]) == ("FAILED", "stop the second")
+    assert [a["statusReason"] for a in detail["attempts"]] == [EXITED, "stop the second"]
+    wait_gone(pid, timeout=5)
+
+
 @pytest.mark.parametrize("kind", ["cancel", "terminate"])
 def test_stop_succeeded_job_is_a_noop(batch: Any, unique: str, kind: str) -> None:
     env = make_env(batch, unique, command=sh("echo fine"))

@@ -29,7 +29,8 @@ from ray_support import in_ray_group, needs_ray, ray_cluster  # noqa: F401  (a f
 
 IMAGE = "shoal-test/busybox:1"
 OOM_REASON = "OutOfMemoryError: Container killed due to memory usage"
-EXECUTORS = ["process", "docker", "ray"]
+# ray-docker: the ray executor running jobs in containers on its nodes.
+EXECUTORS = ["process", "docker", "ray", "ray-docker"]
 SERVER_ARGS = (
     "--host-vcpus",
     "16",
@@ -56,7 +57,11 @@ needs_docker = pytest.mark.skipif(
 
 
 def executor_params() -> list[Any]:
-    marks = {"docker": [needs_docker], "ray": [needs_ray, in_ray_group]}
+    marks = {
+        "docker": [needs_docker],
+        "ray": [needs_ray, in_ray_group],
+        "ray-docker": [needs_ray, in_ray_group, needs_docker],
+    }
     return [pytest.param(name, marks=marks.get(name, [])) for name in EXECUTORS]
 
 
@@ -67,9 +72,11 @@ def setup_executor(
     directory `gates` is at the same path for processes and containers (a
     bind mount) and on Ray's nodes (all on this machine): jobs wait there for
     files the test makes."""
-    tags = {"shoal:executor": executor, "shoal:env:SHOAL_TEST_CE": f"ce-{executor}"}
+    tags = {"shoal:executor": executor.split("-")[0], "shoal:env:SHOAL_TEST_CE": f"ce-{executor}"}
     if ray_address is not None:
         tags["shoal:ray-address"] = ray_address
+    if executor == "ray-docker":
+        tags["shoal:ray-container"] = "docker"
     ce = make_ce(batch, f"{executor}-ce", max_vcpus=max_vcpus, tags=tags)
     make_queue(batch, f"{executor}-q", [ce])
     batch.register_job_definition(
@@ -118,7 +125,7 @@ def started(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, 
     srv, gates = start_with_gates(tmp_path_factory.mktemp("contract"))
     batch = srv.client("batch")
     for executor in EXECUTORS:
-        if executor != "ray":  # set up when first used: it needs the cluster
+        if not executor.startswith("ray"):  # set up when first used: it needs the cluster
             setup_executor(batch, executor, gates)
     yield srv, gates
     shutdown(srv)
@@ -144,11 +151,11 @@ def executor(request: pytest.FixtureRequest) -> str:
 def env(
     executor: str, request: pytest.FixtureRequest, started: tuple[Server, Path]
 ) -> dict[str, str]:
-    if executor == "ray":
+    if executor.startswith("ray"):
         batch = started[0].client("batch")
-        if not batch.describe_job_queues(jobQueues=["ray-q"])["jobQueues"]:
+        if not batch.describe_job_queues(jobQueues=[f"{executor}-q"])["jobQueues"]:
             cluster = request.getfixturevalue("ray_cluster")
-            setup_executor(batch, "ray", started[1], ray_address=cluster.address)
+            setup_executor(batch, executor, started[1], ray_address=cluster.address)
     return {"queue": f"{executor}-q", "definition": f"{executor}-def"}
 
 
@@ -175,7 +182,7 @@ def test_exit_codes(batch: Any, env: dict[str, str]) -> None:
 def test_a_program_not_on_the_path_fails_to_start(batch: Any, env: dict[str, str]) -> None:
     detail = wait_for(batch, run(batch, env, ["shoal-no-such-program"]), timeout=60)
     # As AWS reports a container whose command cannot be executed: no exit code.
-    assert (detail["status"], detail["statusReason"]) == ("FAILED", "Task failed to start")
+    assert (detail["status"], detail["statusReason"]) == ("FAILED", "Task failed to start"), detail
     reason = detail["container"]["reason"]
     assert reason.startswith("CannotStartContainerError: "), reason
     assert "executable file not found" in reason, reason
@@ -297,7 +304,9 @@ def test_reattach_after_a_kill(
     servers = [first]
     try:
         batch = first.client("batch")
-        address = request.getfixturevalue("ray_cluster").address if executor_name == "ray" else None
+        address = None
+        if executor_name.startswith("ray"):
+            address = request.getfixturevalue("ray_cluster").address
         env = setup_executor(batch, executor_name, gates, ray_address=address)
         gate = gates / "go"
         job_id = run(batch, env, gated(gate, "echo before", "echo after; exit 5"))
@@ -324,8 +333,11 @@ def test_reattach_after_a_kill(
             shutdown(server)
 
 
-@needs_docker
-def test_missing_image_fails_to_start(batch: Any, server: Server) -> None:
+IN_CONTAINERS = [p for p in executor_params() if p.values[0] in ("docker", "ray-docker")]
+
+
+@pytest.mark.parametrize("executor", IN_CONTAINERS)
+def test_missing_image_fails_to_start(batch: Any, env: dict[str, str], executor: str) -> None:
     batch.register_job_definition(
         jobDefinitionName="noimage",
         type="container",
@@ -340,7 +352,7 @@ def test_missing_image_fails_to_start(batch: Any, server: Server) -> None:
     )
     job_id: str = batch.submit_job(
         jobName="noimage",
-        jobQueue="docker-q",
+        jobQueue=env["queue"],
         jobDefinition="noimage",
         retryStrategy={
             "attempts": 3,
@@ -353,10 +365,11 @@ def test_missing_image_fails_to_start(batch: Any, server: Server) -> None:
     assert attempt["container"]["reason"].startswith("CannotPullContainerError:")
 
 
-@needs_docker
-def test_containers_are_removed_once_recorded(batch: Any, gates: Path) -> None:
-    env = {"queue": "docker-q", "definition": "docker-def"}
-    gate = gates / "removed"
+@pytest.mark.parametrize("executor", IN_CONTAINERS)
+def test_containers_are_removed_once_recorded(
+    batch: Any, gates: Path, env: dict[str, str], executor: str
+) -> None:
+    gate = gates / f"removed-{executor}"
     job_id = run(batch, env, gated(gate, "true", "true"))
 
     def containers() -> str:

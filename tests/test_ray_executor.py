@@ -7,6 +7,7 @@ is in test_executor_contract.py."""
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ from engine_support import (
     wait_until,
 )
 from ray_support import RayCluster, in_ray_group, needs_ray, ray_cluster  # noqa: F401
+from test_executor_contract import IMAGE, needs_docker
 
 pytestmark = [needs_ray, in_ray_group]
 
@@ -133,6 +135,72 @@ def test_a_lost_node_is_a_lost_host_and_retried_by_the_spot_rule(
     logs = server.client("logs")
     assert job_log(logs, done, attempt=1) == ["attempt 1"]
     assert job_log(logs, done, attempt=2) == ["attempt 2"]
+
+
+def containers_of(job_id: str) -> dict[str, str]:
+    """The job's containers on this machine's dockerd: name -> Ray node IP."""
+    listed = subprocess.run(
+        [
+            "docker",
+            "ps",
+            "-a",
+            "--filter",
+            f"label=shoal.job={job_id}",
+            "--format",
+            '{{.Names}} {{.Label "shoal.ray-node"}}',
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return dict(line.split() for line in listed.splitlines() if line.strip())
+
+
+@needs_docker
+def test_a_job_in_a_container_on_a_lost_node_leaves_no_container_and_is_retried(
+    batch: Any, server: Server, cluster: RayCluster
+) -> None:
+    name = f"ray-docker-{uuid.uuid4().hex[:8]}"
+    tags = {
+        "shoal:executor": "ray",
+        "shoal:ray-address": cluster.address,
+        "shoal:ray-container": "docker",
+    }
+    make_ce(batch, name, max_vcpus=16, tags=tags)
+    make_queue(batch, name, [name])
+    requirements = [{"type": "VCPU", "value": "1"}, {"type": "MEMORY", "value": "64"}]
+    make_definition(batch, name, image=IMAGE, resourceRequirements=requirements)
+    env = {"queue": name, "definition": name}
+    # /.dockerenv exists in every docker container, and not on this host.
+    command = sh('test -e /.dockerenv && echo "in a container"; sleep 300')
+    job_id = submit(
+        batch, env, command, retryStrategy={"attempts": 2, "evaluateOnExit": SPOT_RULES}
+    )
+    wait_for(batch, job_id, "RUNNING", timeout=60)
+    first = wait_until(lambda: containers_of(job_id), timeout=30, what="the container")
+    [(container, ip)] = first.items()
+    assert ip in ("127.0.0.3", "127.0.0.4"), first
+    cluster.kill_raylet(ip)
+    # The lost node's container goes with it (its docker client cannot take
+    # it along), and the spot rule runs the job again on the other node.
+    wait_until(
+        lambda: container not in containers_of(job_id), timeout=30, what="the container removed"
+    )
+    detail = wait_until(
+        lambda: (d := describe(batch, job_id))["attempts"] and d["status"] == "RUNNING" and d,
+        timeout=60,
+        what="the second attempt running",
+    )
+    assert detail["attempts"][0]["statusReason"].startswith(HOST_LOST)
+    second = wait_until(lambda: containers_of(job_id), timeout=30, what="the second container")
+    assert list(second.values()) == [next(o for o in ("127.0.0.3", "127.0.0.4") if o != ip)]
+    logs = server.client("logs")
+    wait_until(lambda: job_log(logs, describe(batch, job_id)), timeout=30, what="output")
+    assert job_log(logs, describe(batch, job_id), attempt=1) == ["in a container"]
+    assert job_log(logs, describe(batch, job_id)) == ["in a container"]  # the second
+    batch.terminate_job(jobId=job_id, reason="done")
+    assert wait_for(batch, job_id, timeout=60)["status"] == "FAILED"
+    wait_until(lambda: not containers_of(job_id), timeout=30, what="no container left")
 
 
 def test_a_lost_node_fails_the_job_when_no_rule_retries_it(

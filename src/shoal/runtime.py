@@ -136,6 +136,8 @@ def build(settings: Settings) -> Runtime:
             state_dir=(run_dir(name) or settings.data_dir / "run") / "ray",
             installation=installation(settings),
             default_address=settings.ray_address,
+            allowed_roots=list(settings.volume_roots),
+            allow_privileged=settings.allow_privileged,
         )
         engine = Engine(
             ctx,

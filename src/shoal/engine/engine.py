@@ -831,7 +831,10 @@ class Engine:
     def _forget(self, exits: list[tuple[Attempt, Exit, int | None]]) -> None:
         """After recorded exits commit: their attempts and files go."""
         for attempt, _, _ in exits:
-            self._attempts.pop(attempt.job_id, None)
+            # The job's next attempt may have been placed in the same pass:
+            # that one stays tracked.
+            if self._attempts.get(attempt.job_id) is attempt:
+                del self._attempts[attempt.job_id]
             if attempt.handle is not None:
                 attempt.executor.release(attempt.handle)
 

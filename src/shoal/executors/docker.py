@@ -39,6 +39,7 @@ import docker.errors
 from docker.types import DeviceRequest, Mount, Ulimit
 
 from shoal.executors.base import OOM_REASON, Exit, Handle, LaunchError, LaunchSpec
+from shoal.executors.mounts import bind_mounts
 from shoal.logs.store import Event, LogStore
 
 log = logging.getLogger("shoal.executors.docker")
@@ -186,31 +187,10 @@ class DockerExecutor:
         return kwargs
 
     def _mounts(self, props: dict[str, Any]) -> list[Mount]:
-        volumes = {v.get("name"): v for v in props.get("volumes") or []}
-        mounts: list[Mount] = []
-        for point in props.get("mountPoints") or []:
-            volume = volumes.get(point.get("sourceVolume"))
-            source = ((volume or {}).get("host") or {}).get("sourcePath")
-            if volume is None or not source:
-                raise LaunchError(
-                    f"CannotStartContainerError: mount point {point.get('containerPath')} needs "
-                    "a volume with a host sourcePath"
-                )
-            path = Path(source).resolve()
-            if not any(path == root or root in path.parents for root in self.allowed_roots):
-                raise LaunchError(
-                    f"CannotStartContainerError: host path {source} is outside the roots this "
-                    "server allows for volumes"
-                )
-            mounts.append(
-                Mount(
-                    target=point["containerPath"],
-                    source=str(path),
-                    type="bind",
-                    read_only=bool(point.get("readOnly")),
-                )
-            )
-        return mounts
+        return [
+            Mount(target=m.target, source=m.source, type="bind", read_only=m.read_only)
+            for m in bind_mounts(props, self.allowed_roots)
+        ]
 
     # -- waiting --------------------------------------------------------------
     async def wait(self, handle: Handle) -> Exit:

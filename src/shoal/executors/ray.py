@@ -21,6 +21,12 @@ so `evaluateOnExit` rules for Spot interruptions apply.
 MEMORY is Ray's `memory` resource (the job goes to a node with that much
 free) and, where the node lets the task make a memory cgroup, a hard limit
 as with the process executor (exit 137 and AWS's OutOfMemoryError reason).
+
+A compute environment also tagged `shoal:ray-container=docker` runs each job
+that has an image in a container on its node (the node's docker: host
+networking, the job's environment, a CPU quota and a hard memory limit), as
+the docker executor does on this host; jobs without an image run as
+processes.
 """
 
 from __future__ import annotations
@@ -45,11 +51,19 @@ from shoal.executors.base import (
     LaunchError,
     LaunchSpec,
 )
+from shoal.executors.mounts import bind_mounts
 from shoal.logs.store import Event, LogStore
 
 log = logging.getLogger("shoal.executors.ray")
 
 ADDRESS_TAG = "shoal:ray-address"
+# `docker`: a job with an image runs in a container on its Ray node.
+CONTAINER_TAG = "shoal:ray-container"
+_REASONS = (
+    "CannotStartContainerError:",
+    "CannotPullContainerError:",
+    "CannotInspectContainerError:",
+)
 _READ_WAIT = 10.0  # seconds a read of an attempt's output waits for news
 _CAPACITY_POLL = 2.0  # how often the cluster's resources are read
 _MIB = 1 << 20
@@ -70,10 +84,16 @@ class RayExecutor:
         installation: str,
         default_address: str | None = None,
         node_ip: str | None = None,
+        allowed_roots: list[Path] | None = None,
+        allow_privileged: bool = False,
     ) -> None:
         """`installation` names this shoal's dispatcher on the cluster (one
-        per store, so engines taking over from each other share it)."""
+        per store, so engines taking over from each other share it).
+        `allowed_roots` and `allow_privileged` are the docker executor's
+        rules, for jobs run in containers on the nodes."""
         self.logs = logs
+        self.allowed_roots = [p.resolve() for p in allowed_roots or []]
+        self.allow_privileged = allow_privileged
         self.state_dir = state_dir
         self.installation = installation
         self.default_address = default_address
@@ -238,6 +258,25 @@ class RayExecutor:
     def launch(self, spec: LaunchSpec) -> Awaitable[Handle]:
         return self._launch(spec)
 
+    def _container(self, spec: LaunchSpec) -> dict[str, Any]:
+        """How the node runs the job's container: the docker executor's
+        rules for privilege and host paths, checked here, before the task."""
+        props: dict[str, Any] = spec.options.get("container") or {}
+        if props.get("privileged") and not self.allow_privileged:
+            raise LaunchError(
+                "CannotStartContainerError: privileged containers are not allowed on this server"
+            )
+        return {
+            "image": spec.image,
+            "job": spec.job_id,
+            "vcpus": spec.vcpus,
+            "user": spec.user,
+            "privileged": bool(props.get("privileged")),
+            "mounts": [
+                [m.source, m.target, m.read_only] for m in bind_mounts(props, self.allowed_roots)
+            ],
+        }
+
     async def _launch(self, spec: LaunchSpec) -> Handle:
         self._loop = asyncio.get_running_loop()
         address = self.address_of(spec.options.get("ceTags") or {})
@@ -246,7 +285,9 @@ class RayExecutor:
                 "CannotStartContainerError: the compute environment names no Ray cluster: tag it "
                 f"{ADDRESS_TAG}=HOST:PORT, or start the server with --ray-address"
             )
-        if not spec.command:
+        tags = spec.options.get("ceTags") or {}
+        in_container = bool(spec.image) and tags.get(CONTAINER_TAG, "").lower() == "docker"
+        if not spec.command and not in_container:
             raise LaunchError("CannotStartContainerError: the job has no command")
         dispatcher = await self._dispatcher_for(address)
         request: dict[str, Any] = {
@@ -257,6 +298,8 @@ class RayExecutor:
             "memory": (spec.memory_mib or 0) * _MIB,
             "memory_mib": spec.memory_mib,
         }
+        if in_container:
+            request["container"] = self._container(spec)
         multinode = spec.options.get("multinode")
         if multinode is not None:
             request["group"] = multinode["group"]
@@ -273,7 +316,10 @@ class RayExecutor:
         if "error" in info:
             self._follows.pop(spec.task_id, None)
             self._forget_later(spec.task_id)
-            raise LaunchError(f"CannotStartContainerError: {info['error']}"[:255])
+            error = str(info["error"])
+            if not error.startswith(_REASONS):
+                error = f"CannotStartContainerError: {error}"
+            raise LaunchError(error[:255])
         self.logs.create_stream(spec.log_group, spec.log_stream)
         return {
             "task": spec.task_id,

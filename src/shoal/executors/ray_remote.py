@@ -36,6 +36,7 @@ import asyncio
 import collections
 import contextlib
 import ctypes
+import json
 import os
 import shutil
 import signal
@@ -51,14 +52,20 @@ import ray
 
 from shoal.executors.cgroups import MemoryCgroups
 
-PROTOCOL = 2  # part of the dispatcher's name: a new protocol gets a new dispatcher
+PROTOCOL = 3  # part of the dispatcher's name: a new protocol gets a new dispatcher
 
 # The watchdog's grandchild (`sh -c WATCHDOG sh GROUPS_FILE`): on SIGHUP, its
 # parent (and so the Ray worker) is gone: kill every listed process group,
+# remove every listed container (a container outlives its docker client),
 # and remove the list.
 WATCHDOG = r"""
 reap() {
-    while read -r g; do kill -KILL -"$g"; done < "$1"
+    while read -r g; do
+        case $g in
+            shoal-*) docker rm -f "$g" >/dev/null 2>&1 ;;
+            *) kill -KILL -"$g" ;;
+        esac
+    done < "$1"
     rm -f "$1"
     kill $!
     exit 0
@@ -95,7 +102,7 @@ class _Watchdog:
 
     proc: subprocess.Popen[bytes] | None = None
     path: Path | None = None
-    groups: set[int] = set()
+    groups: set[int | str] = set()  # process group ids, and container names
 
     @classmethod
     def ensure(cls) -> None:
@@ -115,13 +122,13 @@ class _Watchdog:
         )
 
     @classmethod
-    def add(cls, pgid: int) -> None:
-        cls.groups.add(pgid)
+    def add(cls, *items: int | str) -> None:
+        cls.groups.update(items)
         cls._write()
 
     @classmethod
-    def remove(cls, pgid: int) -> None:
-        cls.groups.discard(pgid)
+    def remove(cls, *items: int | str) -> None:
+        cls.groups.difference_update(items)
         cls._write()
 
     @classmethod
@@ -139,15 +146,23 @@ def run_attempt(
     command: list[str],
     environment: dict[str, str],
     memory_mib: int | None,
+    container: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The Ray task of one attempt: run `command`; its exit status, or why it
     could not start.
 
     MEMORY is a hard limit where the node lets us make a memory cgroup (as
-    with the process executor); else only Ray's scheduling resource."""
+    with the process executor); else only Ray's scheduling resource. With
+    `container` (the job's image, for a compute environment that asks for
+    docker), the command runs in a container on the node instead."""
     node_id = ray.get_runtime_context().get_node_id()
     ip = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
     _Watchdog.ensure()
+    if container is not None:
+        where = {"node": node_id, "ip": ip}
+        return _run_container(
+            dispatcher, task_id, where, command, environment, memory_mib, container
+        )
     path = environment.get("PATH", os.defpath)
     relative = bool(command) and "/" in command[0] and not os.path.isabs(command[0])
     if not command or (not relative and shutil.which(command[0], path=path) is None):
@@ -204,22 +219,153 @@ def run_attempt(
 
 
 def _watch(
-    dispatcher: Any, task_id: str, info: dict[str, Any], proc: subprocess.Popen[bytes], done: Any
+    dispatcher: Any,
+    task_id: str,
+    info: dict[str, Any],
+    proc: subprocess.Popen[bytes],
+    done: Any,
+    container: str | None = None,
 ) -> None:
     """Say where the attempt runs, then wait (in the same call) for a stop
-    request: SIGTERM the process group, wait the grace period, SIGKILL it."""
+    request: SIGTERM the process group (or the container), wait the grace
+    period, SIGKILL it."""
     try:
         grace = ray.get(dispatcher.watch.remote(task_id, info))
     except Exception:
         return  # the dispatcher is gone: so is the owner of this task
     if grace is None or done.is_set():
         return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
+    _signal(proc, container, "TERM")
     if done.wait(float(grace)):
         return
+    _signal(proc, container, "KILL")
+
+
+def _signal(proc: subprocess.Popen[bytes], container: str | None, name: str) -> None:
+    if container is not None:
+        # To the container's process, not its docker client (whose death
+        # would leave the container running).
+        subprocess.run(
+            ["docker", "kill", "--signal", name, container],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+        )
+        return
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(proc.pid, signal.Signals[f"SIG{name}"])
+
+
+def _docker(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=False)
+
+
+def _docker_error(result: subprocess.CompletedProcess[str]) -> str:
+    """What dockerd said (the CLI adds a summary line after it)."""
+    lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+    daemon = [line for line in lines if "Error response from daemon: " in line]
+    text = (daemon or lines or [f"docker exited with {result.returncode}"])[0]
+    return text.split("Error response from daemon: ", 1)[-1].removeprefix("docker: ")
+
+
+def _run_container(
+    dispatcher: Any,
+    task_id: str,
+    where: dict[str, Any],
+    command: list[str],
+    environment: dict[str, str],
+    memory_mib: int | None,
+    container: dict[str, Any],
+) -> dict[str, Any]:
+    """Run the attempt in a container on this node, with the docker CLI
+    (nodes need docker, not its Python SDK): created, started, its output
+    followed as a process's is; inspected for its exit and OOM kill, then
+    removed. The name is listed with the watchdog, so a lost
+    worker leaves no container running."""
+    if shutil.which("docker") is None:
+        return {**where, "error": f"CannotStartContainerError: no docker on Ray node {where['ip']}"}
+    image, name = str(container["image"]), f"shoal-{task_id}"
+    if _docker("image", "inspect", "--format", "{{.Id}}", image).returncode != 0:
+        pulled = _docker("pull", "--quiet", image)
+        if pulled.returncode != 0:
+            error = f"CannotPullContainerError: {image}: {_docker_error(pulled)}"
+            return {**where, "error": error}
+    create = ["create", "--name", name, "--network", "host", "--label", f"shoal.task={task_id}"]
+    create += ["--label", f"shoal.job={container.get('job', '')}"]
+    create += ["--label", f"shoal.ray-node={where['ip']}"]
+    create += ["--cpus", str(container.get("vcpus") or 1)]
+    if memory_mib:
+        create += ["--memory", f"{memory_mib}m", "--memory-swap", f"{memory_mib}m"]
+    if container.get("user"):
+        create += ["--user", str(container["user"])]
+    if container.get("privileged"):
+        create += ["--privileged"]  # allowed by the server's configuration
+    for source, target, read_only in container.get("mounts") or []:
+        mount = f"type=bind,source={source},target={target}"
+        create += ["--mount", mount + (",readonly" if read_only else "")]
+    for key in environment:
+        create += ["--env", key]  # the value from the client's environment: never on a command line
+    client_env = {**os.environ, **environment}
+    created = subprocess.run(
+        ["docker", *create, image, *command],
+        capture_output=True,
+        text=True,
+        env=client_env,
+        check=False,
+    )
+    if created.returncode != 0:
+        _docker("rm", "--force", name)
+        return {**where, "error": f"CannotStartContainerError: {_docker_error(created)}"}
+    _Watchdog.add(name)
+    try:
+        return _follow_container(dispatcher, task_id, where, name)
+    finally:
+        _docker("rm", "--force", name)
+        _Watchdog.remove(name)
+
+
+def _follow_container(
+    dispatcher: Any, task_id: str, where: dict[str, Any], name: str
+) -> dict[str, Any]:
+    # Started, then followed: a command the runtime cannot exec fails here,
+    # before the attempt is said to run (`docker start --attach` would only
+    # tell once it had ended). The logs follow from the container's start.
+    started = _docker("start", name)
+    if started.returncode != 0:
+        return {**where, "error": f"CannotStartContainerError: {_docker_error(started)}"}
+    proc = subprocess.Popen(
+        ["docker", "logs", "--follow", name],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    _Watchdog.add(proc.pid)
+    done = threading.Event()
+    info = {**where, "pid": proc.pid, "container": name}
+    watcher = threading.Thread(
+        target=_watch, args=(dispatcher, task_id, info, proc, done, name), daemon=True
+    )
+    watcher.start()
+    sender = _Sender(dispatcher, task_id)
+    try:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            sender.add(_now_ms(), raw.decode("utf-8", "replace").rstrip("\n"))
+        proc.wait()
+    finally:
+        done.set()
+        sender.close()
+        _Watchdog.remove(proc.pid)
+    inspected = _docker("inspect", "--format", "{{json .State}}", name)
+    if inspected.returncode != 0:
+        return {**where, "error": f"CannotInspectContainerError: {_docker_error(inspected)}"}
+    state = json.loads(inspected.stdout)
+    if state.get("Running"):
+        # The log follower ended early (dockerd restarted?): wait for the end.
+        _docker("wait", name)
+        state = json.loads(_docker("inspect", "--format", "{{json .State}}", name).stdout)
+    return {**where, "code": int(state.get("ExitCode", -1)), "oom": bool(state.get("OOMKilled"))}
 
 
 class _Sender:
@@ -361,7 +507,12 @@ class Dispatcher:
         if group is not None:  # a placement of its own: options for this task alone
             remote = self.task.options(**options)
         run.ref = remote.remote(
-            me, task_id, request["command"], request["environment"], request.get("memory_mib")
+            me,
+            task_id,
+            request["command"],
+            request["environment"],
+            request.get("memory_mib"),
+            request.get("container"),
         )
         asyncio.get_running_loop().create_task(self._follow(run))
 
