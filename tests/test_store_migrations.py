@@ -2,8 +2,10 @@
 one with every job still readable; only the missing steps run, in order, all
 in one transaction; a database newer than the code is refused.
 
-SQLite is migrated for real (version 1, as first released, to 2, an index);
-PostgreSQL has one version so far, so its tests add a step of their own.
+SQLite is migrated for real (version 1, as first released, to the newest:
+2, an index; 3, EventBridge rules); so is PostgreSQL (1 to 2, EventBridge
+rules), and the tests of step ordering add steps of their own after the
+newest.
 """
 
 from __future__ import annotations
@@ -168,10 +170,12 @@ def test_sqlite_version_1_database_migrates_with_every_job(
     assert sqlite_version(db) == 1
     store = SqliteStore(db)
     try:
-        assert sqlite_version(db) == sqlite_store.SCHEMA_VERSION == 2
+        assert sqlite_version(db) == sqlite_store.SCHEMA_VERSION == 3
         assert_all_readable(store, jobs)
     finally:
         store.close()
+    tables = {name for kind, name, _ in sqlite_schema(db) if kind == "table"}
+    assert "event_rules" in tables  # version 3
     indexes = {name for kind, name, _ in sqlite_schema(db) if kind == "index"}
     assert "jobs_queue_name_parent" in indexes
     assert "jobs_queue_name" not in indexes
@@ -190,15 +194,16 @@ def test_sqlite_applies_only_the_missing_steps(
 ) -> None:
     db = tmp_path / "shoal.db"
     current = sqlite_store.MIGRATIONS
-    # Step 3 would fail if it ran twice; step 4 depends on it.
-    three = Migration(3, ("CREATE TABLE extra (n INTEGER)", "INSERT INTO extra VALUES (3)"))
-    four = Migration(4, ("INSERT INTO extra VALUES (4)",))
+    n = len(current)
+    # Step n+1 would fail if it ran twice; step n+2 depends on it.
+    three = Migration(n + 1, ("CREATE TABLE extra (n INTEGER)", "INSERT INTO extra VALUES (3)"))
+    four = Migration(n + 2, ("INSERT INTO extra VALUES (4)",))
     monkeypatch.setattr(sqlite_store, "MIGRATIONS", (*current, three))
     SqliteStore(db).close()
     monkeypatch.setattr(sqlite_store, "MIGRATIONS", (*current, three, four))
     SqliteStore(db).close()
     SqliteStore(db).close()
-    assert sqlite_version(db) == 4
+    assert sqlite_version(db) == n + 2
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT n FROM extra ORDER BY rowid").fetchall() == [(3,), (4,)]
 
@@ -212,14 +217,15 @@ def test_sqlite_failed_migration_changes_nothing(
     write(store, jobs)
     store.close()
     before = sqlite_schema(db)
+    n = sqlite_store.SCHEMA_VERSION
     broken = (
-        Migration(3, ("CREATE TABLE extra (n INTEGER)", "DELETE FROM jobs")),
-        Migration(4, ("INSERT INTO no_such_table VALUES (1)",)),
+        Migration(n + 1, ("CREATE TABLE extra (n INTEGER)", "DELETE FROM jobs")),
+        Migration(n + 2, ("INSERT INTO no_such_table VALUES (1)",)),
     )
     monkeypatch.setattr(sqlite_store, "MIGRATIONS", (*sqlite_store.MIGRATIONS, *broken))
     with pytest.raises(StoreError, match="no_such_table"):
         SqliteStore(db)
-    assert sqlite_version(db) == 2
+    assert sqlite_version(db) == n
     assert sqlite_schema(db) == before
     monkeypatch.undo()
     store = SqliteStore(db)
@@ -234,16 +240,18 @@ def test_sqlite_refuses_a_newer_database(tmp_path: Path) -> None:
     SqliteStore(db).close()
     with sqlite3.connect(db) as conn:
         conn.execute("PRAGMA user_version = 99")
-    with pytest.raises(StoreError, match=r"newer shoal \(schema 99 > 2\)"):
+    newest = sqlite_store.SCHEMA_VERSION
+    with pytest.raises(StoreError, match=rf"newer shoal \(schema 99 > {newest}\)"):
         SqliteStore(db)
 
 
 # -- PostgreSQL ---------------------------------------------------------------------
 
+PG_NEWEST = postgres_schema.SCHEMA_VERSION
 # A plausible next step: a column with a value for the jobs already stored,
 # and an index on it.
 PG_STEP_2 = Migration(
-    2,
+    PG_NEWEST + 1,
     (
         "ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
         "UPDATE jobs SET attempts = 1 WHERE status IN ('SUCCEEDED', 'FAILED')",
@@ -272,14 +280,17 @@ def test_postgres_version_1_database_migrates_with_every_job(
     pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     jobs = population()
-    v1 = PostgresStore(pg_url)
-    write(v1, jobs)
-    v1.close()
+    current = postgres_schema.MIGRATIONS
+    with monkeypatch.context() as m:  # the version-1 code writes the jobs
+        m.setattr(postgres_schema, "MIGRATIONS", current[:1])
+        v1 = PostgresStore(pg_url)
+        write(v1, jobs)
+        v1.close()
     assert pg_versions(pg_url) == [1]
-    monkeypatch.setattr(postgres_schema, "MIGRATIONS", (*postgres_schema.MIGRATIONS, PG_STEP_2))
+    monkeypatch.setattr(postgres_schema, "MIGRATIONS", (*current, PG_STEP_2))
     store = PostgresStore(pg_url)
     try:
-        assert pg_versions(pg_url) == [1, 2]
+        assert pg_versions(pg_url) == list(range(1, PG_NEWEST + 2))
         assert_all_readable(store, jobs)
     finally:
         store.close()
@@ -292,14 +303,14 @@ def test_postgres_applies_only_the_missing_steps(
     pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     current = postgres_schema.MIGRATIONS
-    # Step 2 would fail if it ran twice (ADD COLUMN); step 3 depends on it.
-    three = Migration(3, ("CREATE INDEX jobs_attempts_seq ON jobs (attempts, seq)",))
+    # Its first step would fail if it ran twice (ADD COLUMN); the next depends on it.
+    three = Migration(PG_NEWEST + 2, ("CREATE INDEX jobs_attempts_seq ON jobs (attempts, seq)",))
     monkeypatch.setattr(postgres_schema, "MIGRATIONS", (*current, PG_STEP_2))
     PostgresStore(pg_url).close()
     monkeypatch.setattr(postgres_schema, "MIGRATIONS", (*current, PG_STEP_2, three))
     PostgresStore(pg_url).close()
     PostgresStore(pg_url).close()
-    assert pg_versions(pg_url) == [1, 2, 3]
+    assert pg_versions(pg_url) == list(range(1, PG_NEWEST + 3))
 
 
 def test_postgres_failed_migration_changes_nothing(
@@ -309,11 +320,13 @@ def test_postgres_failed_migration_changes_nothing(
     store = PostgresStore(pg_url)
     write(store, jobs)
     store.close()
-    broken = Migration(2, (*PG_STEP_2.statements, "INSERT INTO no_such_table VALUES (1)"))
+    broken = Migration(
+        PG_NEWEST + 1, (*PG_STEP_2.statements, "INSERT INTO no_such_table VALUES (1)")
+    )
     monkeypatch.setattr(postgres_schema, "MIGRATIONS", (*postgres_schema.MIGRATIONS, broken))
     with pytest.raises(StoreError, match="no_such_table"):
         PostgresStore(pg_url)
-    assert pg_versions(pg_url) == [1]
+    assert pg_versions(pg_url) == list(range(1, PG_NEWEST + 1))
     with psycopg.connect(pg_url) as conn:
         columns = conn.execute(
             "SELECT count(*) FROM information_schema.columns "
@@ -333,7 +346,7 @@ def test_postgres_refuses_a_newer_database(pg_url: str) -> None:
     PostgresStore(pg_url).close()
     with psycopg.connect(pg_url) as conn:
         conn.execute("INSERT INTO shoal_schema (version) VALUES (99)")
-    with pytest.raises(StoreError, match=r"newer shoal \(schema 99 > 1\)"):
+    with pytest.raises(StoreError, match=rf"newer shoal \(schema 99 > {PG_NEWEST}\)"):
         PostgresStore(pg_url)
 
 
@@ -358,4 +371,4 @@ def test_postgres_servers_starting_together_migrate_once(pg_url: str) -> None:
         store.close()
     assert not errors, errors
     assert len(stores) == 4
-    assert pg_versions(pg_url) == [1]
+    assert pg_versions(pg_url) == list(range(1, PG_NEWEST + 1))

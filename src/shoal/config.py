@@ -50,5 +50,8 @@ class Settings:
     # The Ray cluster of compute environments tagged shoal:executor=ray that
     # name none (shoal:ray-address): HOST:PORT of its GCS, or ray://HOST:PORT.
     ray_address: str | None = None
+    # Scheduled rule times missed while no engine ran: once | all | skip
+    # (engine/schedules.py).
+    missed_schedules: str = "once"
     # How often a running job's output is moved into the log store.
     log_poll_seconds: float = 0.2

@@ -16,6 +16,7 @@ from shoal.domain.clock import SystemClock
 from shoal.engine import exclusive
 from shoal.engine.capacity import Limits
 from shoal.engine.engine import Engine
+from shoal.engine.schedules import Scheduler
 from shoal.executors.cgroups import MemoryCgroups
 from shoal.executors.docker import DockerExecutor
 from shoal.executors.process import ProcessExecutor
@@ -33,6 +34,7 @@ class Runtime:
     app: ShoalApp
     logs: LogStore
     engine: Engine | None = None
+    scheduler: Scheduler | None = None
     release_engine: Callable[[], None] | None = None  # the PostgreSQL engine lock
 
 
@@ -154,10 +156,16 @@ def build(settings: Settings) -> Runtime:
         ctx.notifier.on_terminate.append(engine.terminate)
         runtime.engine = engine
         await engine.start()
+        scheduler = Scheduler(ctx, missed=settings.missed_schedules)
+        ctx.notifier.on_wake.append(scheduler.wake)
+        runtime.scheduler = scheduler
+        scheduler.start()
 
     async def shutdown() -> None:
         for task in background:
             task.cancel()
+        if runtime.scheduler is not None:
+            runtime.scheduler.stop()
         if runtime.engine is not None:
             await runtime.engine.stop()
         if runtime.release_engine is not None:

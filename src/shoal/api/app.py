@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, unquote
 import orjson
 
 from shoal.api import batch
+from shoal.api import events as events_api
 from shoal.api import logs as logs_api
 from shoal.api.errors import WireError, to_wire
 from shoal.api.model import clean_input
@@ -155,6 +156,14 @@ class ShoalApp:
                 raise WireError(400, "UnknownOperationException", f"Unknown operation {target}.")
             params = clean_input(operation, request.json_body())
             return logs_api.handler(name)(self.ctx, self.logs, params)
+        if target.startswith(events_api.TARGET_PREFIX):
+            request.service = "events"
+            name = target[len(events_api.TARGET_PREFIX) :]
+            operation = events_api.operation_model(name)
+            if operation is None:
+                raise WireError(400, "UnknownOperationException", f"Unknown operation {target}.")
+            params = clean_input(operation, request.json_body())
+            return events_api.handler(name)(self.ctx, params)
         raise WireError(
             400,
             "UnknownOperationException",

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shoal.domain.errors import Conflict, DomainError, NotFound
+from shoal.domain.errors import (
+    Conflict,
+    DomainError,
+    InvalidEventPattern,
+    LimitExceeded,
+    NotFound,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,9 +31,25 @@ def to_wire(error: Exception, service: str = "batch") -> WireError:
         if isinstance(error, Conflict):
             return WireError(400, "ResourceAlreadyExistsException", error.message)
         return WireError(400, "InvalidParameterException", error.message)
+    if isinstance(error, DomainError) and service == "events":
+        return WireError(400, _events_code(error), error.message)
     if isinstance(error, DomainError):
         # Batch models exactly two errors; every caller mistake is a
         # ClientException (HTTP 400), which SDKs never retry.
         return WireError(400, "ClientException", error.message)
-    code = "ServiceUnavailableException" if service == "logs" else "ServerException"
+    code = {"logs": "ServiceUnavailableException", "events": "InternalException"}.get(
+        service, "ServerException"
+    )
     return WireError(500, code, "Internal server error; see the shoal server log.")
+
+
+def _events_code(error: DomainError) -> str:
+    # EventBridge's own codes; a malformed request is a ValidationException
+    # (not in the service model, but what AWS answers and botocore reads).
+    if isinstance(error, NotFound):
+        return "ResourceNotFoundException"
+    if isinstance(error, InvalidEventPattern):
+        return "InvalidEventPatternException"
+    if isinstance(error, LimitExceeded):
+        return "LimitExceededException"
+    return "ValidationException"

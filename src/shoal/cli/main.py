@@ -147,6 +147,14 @@ def _store_url(ctx: click.Context, param: click.Parameter, value: str) -> str | 
     help="Ray cluster of ray compute environments without a shoal:ray-address tag "
     "(the GCS address, or ray://HOST:PORT for Ray Client).",
 )
+@click.option(
+    "--missed-schedules",
+    type=click.Choice(["once", "all", "skip"]),
+    default="once",
+    show_default=True,
+    help="Scheduled rule times missed while no engine ran: fire once for the latest, "
+    "fire each, or skip them.",
+)
 @click.option("--log-level", default="info", show_default=True)
 def server(
     host: str,
@@ -169,6 +177,7 @@ def server(
     volume_root: tuple[Path, ...],
     allow_privileged: bool,
     ray_address: str | None,
+    missed_schedules: str,
     log_level: str,
 ) -> None:
     """Run the shoal server in the foreground."""
@@ -201,6 +210,7 @@ def server(
         volume_roots=volume_root,
         allow_privileged=allow_privileged,
         ray_address=ray_address,
+        missed_schedules=missed_schedules,
     )
     release_engine = None
     if settings.engine and settings.store_url is None:

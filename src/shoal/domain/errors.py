@@ -21,3 +21,11 @@ class NotFound(DomainError):
 
 class Conflict(DomainError):
     """The resource's current state forbids the change (exists, in use, wrong state)."""
+
+
+class LimitExceeded(DomainError):
+    """Over a count AWS limits (targets per rule, ...)."""
+
+
+class InvalidEventPattern(InvalidRequest):
+    """An EventBridge event pattern that is not a JSON object."""

@@ -130,6 +130,28 @@ class SchedulingPolicy:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class EventRule:
+    """An EventBridge rule on the default bus, with its targets.
+
+    A schedule rule fires at `next_fire_ms` (None: disabled, or no schedule,
+    or no time left); rate schedules count from `anchor_ms` (the rule's
+    creation, or its last enabling)."""
+
+    name: str
+    schedule_expression: str | None = None
+    event_pattern: str | None = None
+    state: str = "ENABLED"
+    description: str | None = None
+    role_arn: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    # Each as PutTargets sent it (PascalCase members), in Id order.
+    targets: tuple[Json, ...] = ()
+    created_at: int = 0
+    anchor_ms: int = 0
+    next_fire_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class JobDefinition:
     name: str
     revision: int

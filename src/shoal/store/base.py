@@ -16,6 +16,7 @@ from typing import Protocol
 
 from shoal.domain.records import (
     ComputeEnvironment,
+    EventRule,
     Job,
     JobDefinition,
     JobQueue,
@@ -70,6 +71,29 @@ class Transaction(Protocol):
     def put_scheduling_policy(self, policy: SchedulingPolicy) -> None: ...
     def delete_scheduling_policy(self, name: str) -> None: ...
     def list_scheduling_policies(self, after: str | None, limit: int) -> list[SchedulingPolicy]: ...
+
+    # -- EventBridge rules ----------------------------------------------------
+    def get_rule(self, name: str) -> EventRule | None: ...
+    def put_rule(self, rule: EventRule) -> None:
+        """Create or replace the rule (targets and next fire time included)."""
+        ...
+
+    def delete_rule(self, name: str) -> None: ...
+    def list_rules(self, after: str | None, limit: int) -> list[EventRule]: ...
+    def due_rules(self, now_ms: int, limit: int) -> list[EventRule]:
+        """Rules whose next fire time is at or before `now_ms`, earliest first."""
+        ...
+
+    def next_rule_fire(self) -> int | None:
+        """The earliest next fire time of any rule."""
+        ...
+
+    def advance_rule(self, name: str, expected_ms: int, next_ms: int | None) -> bool:
+        """Move the rule's next fire time from `expected_ms` to `next_ms`;
+        False (nothing changed) if it is not `expected_ms` any more: another
+        engine fired it, or the rule changed. Compare-and-set, so each
+        scheduled time is claimed once."""
+        ...
 
     # -- job definitions ------------------------------------------------------
     def allocate_revision(self, name: str) -> int:

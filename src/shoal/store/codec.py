@@ -9,6 +9,7 @@ import orjson
 from shoal.domain.records import (
     CeOrder,
     ComputeEnvironment,
+    EventRule,
     JobDefinition,
     JobQueue,
     Json,
@@ -141,4 +142,35 @@ def definition_from_row(
         body=doc["body"],
         tags=doc["tags"],
         created_at=created_at,
+    )
+
+
+def rule_to_doc(rule: EventRule) -> Json:
+    return {
+        "name": rule.name,
+        "schedule_expression": rule.schedule_expression,
+        "event_pattern": rule.event_pattern,
+        "state": rule.state,
+        "description": rule.description,
+        "role_arn": rule.role_arn,
+        "tags": rule.tags,
+        "targets": list(rule.targets),
+        "created_at": rule.created_at,
+        "anchor_ms": rule.anchor_ms,
+    }
+
+
+def rule_from_doc(doc: Json, next_fire_ms: int | None) -> EventRule:
+    return EventRule(
+        name=doc["name"],
+        schedule_expression=doc["schedule_expression"],
+        event_pattern=doc["event_pattern"],
+        state=doc["state"],
+        description=doc["description"],
+        role_arn=doc["role_arn"],
+        tags=doc["tags"],
+        targets=tuple(doc["targets"]),
+        created_at=doc["created_at"],
+        anchor_ms=doc["anchor_ms"],
+        next_fire_ms=next_fire_ms,
     )

@@ -44,6 +44,7 @@ from psycopg_pool import ConnectionPool
 
 from shoal.domain.records import (
     ComputeEnvironment,
+    EventRule,
     Job,
     JobDefinition,
     JobQueue,
@@ -203,6 +204,49 @@ class PostgresTransaction:
 
     def list_job_queues(self, after: str | None, limit: int) -> list[JobQueue]:
         return [codec.queue_from_doc(d) for d in self._list_docs("job_queues", after, limit)]
+
+    # -- EventBridge rules ----------------------------------------------------
+    def get_rule(self, name: str) -> EventRule | None:
+        row = self._c.execute(
+            "SELECT doc, next_fire FROM event_rules WHERE name = %s", (name,)
+        ).fetchone()
+        return None if row is None else codec.rule_from_doc(codec.loads(row[0]), row[1])
+
+    def put_rule(self, rule: EventRule) -> None:
+        self._c.execute(
+            "INSERT INTO event_rules (name, doc, next_fire) VALUES (%s, %s, %s) "
+            "ON CONFLICT (name) DO UPDATE SET doc = excluded.doc, next_fire = excluded.next_fire",
+            (rule.name, codec.dumps(codec.rule_to_doc(rule)), rule.next_fire_ms),
+        )
+
+    def delete_rule(self, name: str) -> None:
+        self._c.execute("DELETE FROM event_rules WHERE name = %s", (name,))
+
+    def list_rules(self, after: str | None, limit: int) -> list[EventRule]:
+        rows = self._c.execute(
+            "SELECT doc, next_fire FROM event_rules WHERE name > %s ORDER BY name LIMIT %s",
+            (after or "", limit),
+        ).fetchall()
+        return [codec.rule_from_doc(codec.loads(r[0]), r[1]) for r in rows]
+
+    def due_rules(self, now_ms: int, limit: int) -> list[EventRule]:
+        rows = self._c.execute(
+            "SELECT doc, next_fire FROM event_rules WHERE next_fire <= %s "
+            "ORDER BY next_fire LIMIT %s",
+            (now_ms, limit),
+        ).fetchall()
+        return [codec.rule_from_doc(codec.loads(r[0]), r[1]) for r in rows]
+
+    def next_rule_fire(self) -> int | None:
+        row = self._c.execute("SELECT min(next_fire) FROM event_rules").fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def advance_rule(self, name: str, expected_ms: int, next_ms: int | None) -> bool:
+        cur = self._c.execute(
+            "UPDATE event_rules SET next_fire = %s WHERE name = %s AND next_fire = %s",
+            (next_ms, name, expected_ms),
+        )
+        return bool(cur.rowcount == 1)
 
     def get_scheduling_policy(self, name: str) -> SchedulingPolicy | None:
         doc = self._get_doc("scheduling_policies", name)

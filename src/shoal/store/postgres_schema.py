@@ -84,6 +84,17 @@ MIGRATIONS: tuple[Migration, ...] = (
             "WHERE array_parent IS NOT NULL",
         ),
     ),
+    Migration(
+        2,
+        (
+            # EventBridge rules; next_fire is claimed compare-and-set by the
+            # engine that fires it, so each scheduled time fires once.
+            'CREATE TABLE event_rules (name TEXT COLLATE "C" PRIMARY KEY, '
+            "doc TEXT NOT NULL, next_fire BIGINT)",
+            "CREATE INDEX event_rules_next_fire ON event_rules (next_fire) "
+            "WHERE next_fire IS NOT NULL",
+        ),
+    ),
 )
 SCHEMA_VERSION = migrations.latest(MIGRATIONS)
 

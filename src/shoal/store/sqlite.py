@@ -21,6 +21,7 @@ from typing import Any
 
 from shoal.domain.records import (
     ComputeEnvironment,
+    EventRule,
     Job,
     JobDefinition,
     JobQueue,
@@ -107,6 +108,17 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ON jobs (queue, job_name COLLATE NOCASE, array_parent)",
             # Its leading columns are the new index's: it only cost writes.
             "DROP INDEX IF EXISTS jobs_queue_name",
+        ),
+    ),
+    Migration(
+        3,
+        (
+            # EventBridge rules; next_fire is claimed compare-and-set by the
+            # engine that fires it, so each scheduled time fires once.
+            "CREATE TABLE IF NOT EXISTS event_rules "
+            "(name TEXT PRIMARY KEY, doc TEXT NOT NULL, next_fire INTEGER)",
+            "CREATE INDEX IF NOT EXISTS event_rules_next_fire ON event_rules (next_fire) "
+            "WHERE next_fire IS NOT NULL",
         ),
     ),
 )
@@ -223,6 +235,49 @@ class SqliteTransaction:
 
     def list_job_queues(self, after: str | None, limit: int) -> list[JobQueue]:
         return [codec.queue_from_doc(d) for d in self._list_docs("job_queues", after, limit)]
+
+    # -- EventBridge rules ----------------------------------------------------
+    def get_rule(self, name: str) -> EventRule | None:
+        row = self._c.execute(
+            "SELECT doc, next_fire FROM event_rules WHERE name = ?", (name,)
+        ).fetchone()
+        return None if row is None else codec.rule_from_doc(codec.loads(row[0]), row[1])
+
+    def put_rule(self, rule: EventRule) -> None:
+        self._c.execute(
+            "INSERT INTO event_rules (name, doc, next_fire) VALUES (?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET doc = excluded.doc, next_fire = excluded.next_fire",
+            (rule.name, codec.dumps(codec.rule_to_doc(rule)), rule.next_fire_ms),
+        )
+
+    def delete_rule(self, name: str) -> None:
+        self._c.execute("DELETE FROM event_rules WHERE name = ?", (name,))
+
+    def list_rules(self, after: str | None, limit: int) -> list[EventRule]:
+        rows = self._c.execute(
+            "SELECT doc, next_fire FROM event_rules WHERE name > ? ORDER BY name LIMIT ?",
+            (after or "", limit),
+        ).fetchall()
+        return [codec.rule_from_doc(codec.loads(r[0]), r[1]) for r in rows]
+
+    def due_rules(self, now_ms: int, limit: int) -> list[EventRule]:
+        rows = self._c.execute(
+            "SELECT doc, next_fire FROM event_rules WHERE next_fire <= ? "
+            "ORDER BY next_fire LIMIT ?",
+            (now_ms, limit),
+        ).fetchall()
+        return [codec.rule_from_doc(codec.loads(r[0]), r[1]) for r in rows]
+
+    def next_rule_fire(self) -> int | None:
+        row = self._c.execute("SELECT min(next_fire) FROM event_rules").fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def advance_rule(self, name: str, expected_ms: int, next_ms: int | None) -> bool:
+        cur = self._c.execute(
+            "UPDATE event_rules SET next_fire = ? WHERE name = ? AND next_fire = ?",
+            (next_ms, name, expected_ms),
+        )
+        return bool(cur.rowcount == 1)
 
     def get_scheduling_policy(self, name: str) -> SchedulingPolicy | None:
         doc = self._get_doc("scheduling_policies", name)
