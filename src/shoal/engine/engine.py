@@ -46,7 +46,7 @@ from shoal.domain.records import (
     ResourceStatus,
 )
 from shoal.domain.retry import AttemptOutcome, Decision, decide
-from shoal.engine import multinode
+from shoal.engine import fairshare, multinode
 from shoal.engine.capacity import (
     Capacity,
     Limits,
@@ -80,6 +80,7 @@ _FULL_POLL = 10  # every this many polls, everything is looked at again
 _ON_HOST = frozenset({"process", "docker"})  # executors whose jobs use this host
 _REASON_AFTER_MS = 500  # a RUNNABLE job blocked this long gets a CAPACITY statusReason
 _HEAD = 256  # at most this many RUNNABLE jobs are read per step when placing a queue
+_SHARE_HEAD = 64  # RUNNABLE jobs read per share of a fair-share queue per pass
 
 
 @dataclass(slots=True)
@@ -100,6 +101,10 @@ class Attempt:
     retryable: bool = True
     timer: asyncio.TimerHandle | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
+    # (queue, shareIdentifier, decay ms) of a job of a fair-share queue: its
+    # vCPUs count towards that share's usage while it runs.
+    share: tuple[str, str, int] | None = None
+    placed_at: int = 0
 
 
 async def _raise(error: Exception) -> Handle:
@@ -140,6 +145,7 @@ class Engine:
         self._polls = 0
         self._attempts: dict[str, Attempt] = {}
         self._ce_used: dict[str, Usage] = {}
+        self._shares = fairshare.ShareUsage()
         self._host_used = Usage()
         self._background: set[asyncio.Task[None]] = set()
         self._exits: list[tuple[Attempt, Exit, int | None]] = []
@@ -322,6 +328,7 @@ class Engine:
                     # Their capacity is free for this same pass.
                     for attempt, _, _ in exits:
                         self._reserve(attempt, attempt.executor, sign=-1)
+                        self._share_ended(attempt)
                     freed = True
                     self._epoch += 1
                 more = False
@@ -341,6 +348,7 @@ class Engine:
             if freed:
                 for attempt, _, _ in exits:
                     self._reserve(attempt, attempt.executor)
+                    self._share_started(attempt)
             if marks or exits:
                 self._marks, self._exits = marks + self._marks, exits + self._exits
                 asyncio.get_running_loop().call_soon(self._flush_exits)
@@ -369,6 +377,7 @@ class Engine:
         """Undo the in-memory side of claims whose transaction did not commit."""
         for _, attempt in placed:
             self._reserve(attempt, attempt.executor, sign=-1)
+            self._share_ended(attempt, ran=False)
             self._attempts.pop(attempt.job_id, None)
         self._blocked.clear()
         self._new_jobs = True
@@ -418,7 +427,11 @@ class Engine:
                 for ce in usable
                 if ce.state == "ENABLED" and ce.lifecycle.effective(now) is ResourceStatus.VALID
             ]
-            self._place_queue(tx, queue.name, usable, placed, now)
+            policy = self._share_policy(tx, queue)
+            if policy is None:
+                self._place_queue(tx, queue.name, usable, placed, now)
+            else:
+                self._place_fair(tx, queue.name, policy, usable, placed, now)
 
     def _limits(self, ce: ComputeEnvironment) -> tuple[Limits, Usage, bool]:
         executor = self._executor_for(ce)
@@ -472,6 +485,55 @@ class Engine:
                     never_fit.add(job.job_id)
             if len(head) < limit:
                 return
+
+    def _share_policy(self, tx: Transaction, queue: JobQueue) -> fairshare.SharePolicy | None:
+        if queue.scheduling_policy is None:
+            return None
+        policy = tx.get_scheduling_policy(queue.scheduling_policy)
+        if policy is None or policy.fairshare_policy is None:
+            return None
+        return fairshare.SharePolicy.of(policy.fairshare_policy)
+
+    def _place_fair(
+        self,
+        tx: Transaction,
+        queue: str,
+        policy: fairshare.SharePolicy,
+        ces: list[ComputeEnvironment],
+        placed: list[tuple[Job, Attempt]],
+        now: int,
+    ) -> None:
+        """Place a fair-share queue's jobs: the least-used share (by weight)
+        first, its highest schedulingPriority job first (fairshare.py)."""
+        self._blocked.pop(queue, None)
+        heads: dict[str, list[Job]] = {}
+        for job in tx.share_heads(queue, _SHARE_HEAD):
+            heads.setdefault(job.share_identifier or "", []).append(job)
+        heads = {share: fairshare.priority_order(jobs) for share, jobs in heads.items()}
+        # computeReservation: part of the queue's vCPUs is kept for shares
+        # that are not active yet.
+        total = sum(self._limits(ce)[0].vcpus for ce in ces)
+        cap = total * (1 - policy.reserved_fraction(len(heads)))
+        while heads:
+            share = fairshare.next_share(heads, queue, policy, self._shares, now)
+            job = heads[share][0]
+            need = _need(job.spec)
+            if self._shares.running(queue) + (need.vcpus or 0.0) > cap + 1e-9:
+                self._blocked[queue] = self._epoch
+                return
+            before = len(placed)
+            verdict = self._place_job(tx, job, ces, placed, now)
+            if verdict == "blocked":
+                self._blocked[queue] = self._epoch
+                return
+            heads[share].pop(0)
+            if not heads[share]:
+                del heads[share]
+            if verdict == "placed" and len(placed) > before:
+                attempt = placed[-1][1]
+                attempt.share = (queue, share, policy.decay_ms)
+                attempt.placed_at = now
+                self._shares.change((queue, share), need.vcpus or 0.0, now, policy.decay_ms)
 
     def _place_job(
         self,
@@ -620,6 +682,21 @@ class Engine:
     def _task_arn(self, ce: str, task_id: str) -> str:
         s = self.ctx.settings
         return f"arn:aws:ecs:{s.region}:{s.account_id}:task/{ce}_Batch/{task_id}"
+
+    def _share_started(self, attempt: Attempt) -> None:
+        if attempt.share is not None:
+            queue, share, decay = attempt.share
+            vcpus = attempt.need.vcpus or 0.0
+            self._shares.change((queue, share), vcpus, self.ctx.clock.now_ms(), decay)
+
+    def _share_ended(self, attempt: Attempt, *, ran: bool = True) -> None:
+        if attempt.share is not None:
+            queue, share, decay = attempt.share
+            vcpus = attempt.need.vcpus or 0.0
+            now = self.ctx.clock.now_ms()
+            self._shares.change((queue, share), -vcpus, now, decay)
+            if ran:
+                self._shares.finished((queue, share), now - attempt.placed_at)
 
     def _reserve(self, attempt: Attempt, executor: Executor, sign: int = 1) -> None:
         self._ce_used.setdefault(attempt.ce, Usage()).add(attempt.need, sign)

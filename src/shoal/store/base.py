@@ -143,6 +143,11 @@ class Transaction(Protocol):
         """Jobs of `queue` in `statuses`, oldest first (FIFO order)."""
         ...
 
+    def share_heads(self, queue: str, per_share: int) -> list[Job]:
+        """The first `per_share` RUNNABLE jobs (oldest first) of each share
+        identifier in the queue, oldest first: a fair-share queue's choice."""
+        ...
+
     def jobs_in_status(
         self, statuses: Sequence[JobStatus], limit: int, after_seq: int = 0
     ) -> list[tuple[int, Job]]:

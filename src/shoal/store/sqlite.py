@@ -441,6 +441,15 @@ class SqliteTransaction:
         ).fetchall()
         return [_job_from_row(r) for r in rows]
 
+    def share_heads(self, queue: str, per_share: int) -> list[Job]:
+        rows = self._c.execute(
+            f"SELECT {_JOB_COLUMNS} FROM (SELECT *, row_number() OVER "
+            "(PARTITION BY share_identifier ORDER BY seq) AS place FROM jobs "
+            "WHERE queue = ? AND status = 'RUNNABLE') AS heads WHERE place <= ? ORDER BY seq",
+            (queue, per_share),
+        ).fetchall()
+        return [_job_from_row(r) for r in rows]
+
     def jobs_in_status(
         self, statuses: Sequence[JobStatus], limit: int, after_seq: int = 0
     ) -> list[tuple[int, Job]]:
