@@ -53,5 +53,8 @@ class Settings:
     # Scheduled rule times missed while no engine ran: once | all | skip
     # (engine/schedules.py).
     missed_schedules: str = "once"
+    # Interruptions per instance-hour of SPOT and FARGATE_SPOT compute
+    # environments without a shoal:spot-interruption-rate tag.
+    spot_interruption_rate: float = 0.0
     # How often a running job's output is moved into the log store.
     log_poll_seconds: float = 0.2

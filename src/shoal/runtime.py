@@ -149,11 +149,13 @@ def build(settings: Settings) -> Runtime:
             host=host_limits(settings),
             kill_grace_seconds=settings.kill_grace_seconds,
             job_environment=settings.job_environment,
+            spot_interruption_rate=settings.spot_interruption_rate,
         )
         ray_executor.on_capacity = engine.wake
         ctx.notifier.on_wake.append(engine.wake)
         ctx.notifier.on_submit.append(engine.submitted)
         ctx.notifier.on_terminate.append(engine.terminate)
+        ctx.notifier.on_interrupt.append(lambda job, ce: engine.interrupt(job_id=job, ce=ce))
         runtime.engine = engine
         await engine.start()
         scheduler = Scheduler(ctx, missed=settings.missed_schedules)

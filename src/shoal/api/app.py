@@ -23,6 +23,7 @@ from shoal.api import logs as logs_api
 from shoal.api.errors import WireError, to_wire
 from shoal.api.model import clean_input
 from shoal.logs.store import LogStore
+from shoal.service import interrupt
 from shoal.service.context import Context
 
 log = logging.getLogger("shoal.api")
@@ -120,6 +121,11 @@ class ShoalApp:
 
     def _dispatch(self, request: Request) -> tuple[int, Any]:
         path = request.path
+        if path == "/shoal/v1/interrupt" and self.ctx.settings.serve_api:
+            # shoal's own (not an AWS API): Spot interruptions on demand.
+            if request.method != "POST":
+                raise WireError(405, "ClientException", "interrupt takes POST.")
+            return 200, interrupt.interrupt(self.ctx, request.json_body())
         # An endpoint_url with a path prefix makes botocore send /prefix/v1/...
         v1 = path.find("/v1/")
         if v1 > 0:

@@ -30,6 +30,8 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
+import random
 import time
 from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
@@ -76,6 +78,7 @@ _TOPOLOGY_TTL = 1.0
 _ENV_TAG = "shoal:env:"
 _SUBMIT_BATCH_SECONDS = 0.05  # new jobs wait at most this long while nothing could start
 _POLL_SECONDS = 1.0  # how soon work from other processes on the store is seen
+SPOT_RATE_TAG = "shoal:spot-interruption-rate"  # per instance-hour, on SPOT environments
 _FULL_POLL = 10  # every this many polls, everything is looked at again
 _ON_HOST = frozenset({"process", "docker"})  # executors whose jobs use this host
 _REASON_AFTER_MS = 500  # a RUNNABLE job blocked this long gets a CAPACITY statusReason
@@ -105,6 +108,7 @@ class Attempt:
     # vCPUs count towards that share's usage while it runs.
     share: tuple[str, str, int] | None = None
     placed_at: int = 0
+    interrupted: bool = False  # ended as a reclaimed Spot instance is
 
 
 async def _raise(error: Exception) -> Handle:
@@ -130,8 +134,17 @@ class Engine:
         host: Limits | None = None,
         kill_grace_seconds: float = 30.0,
         job_environment: dict[str, str] | None = None,
+        spot_interruption_rate: float = 0.0,
+        rng: random.Random | None = None,
     ) -> None:
+        """`spot_interruption_rate`: interruptions per instance-hour of SPOT
+        and FARGATE_SPOT compute environments without their own
+        `shoal:spot-interruption-rate` tag (each attempt counts as an
+        instance)."""
         self.ctx = ctx
+        self.spot_interruption_rate = spot_interruption_rate
+        self._rng = rng or random.Random()
+        self._last_spot_draw: int | None = None
         self.job_environment = job_environment or {}
         self.executors = executors
         self.logs = logs
@@ -182,6 +195,10 @@ class Engine:
         cancel, terminate and change queues without waking us): new jobs and
         terminate requests every tick, everything every _FULL_POLL ticks."""
         self._polls += 1
+        try:
+            self._draw_spot_interruptions(self.ctx.clock.now_ms())
+        except Exception:
+            log.exception("drawing Spot interruptions failed")
         if self._polls % _FULL_POLL == 0:
             self.wake()
         else:
@@ -268,6 +285,57 @@ class Engine:
         attempt.retryable = False
         if attempt.handle is not None:
             self._spawn(self._stop(attempt))
+
+    def interrupt(self, job_id: str | None = None, ce: str | None = None) -> list[str]:
+        """End running attempts as AWS ends those on a reclaimed Spot
+        instance (`Host EC2 (instance i-...) terminated.`, no exit code): of
+        the job `job_id`, or of every job on compute environment `ce`. Retry
+        rules then decide, as for a real reclaim. The ids interrupted."""
+        chosen = [
+            a
+            for a in self._attempts.values()
+            if (job_id is None or a.job_id == job_id) and (ce is None or a.ce == ce)
+        ]
+        done: list[str] = []
+        for attempt in chosen:
+            if attempt.stop_reason is not None:
+                continue  # already being stopped
+            attempt.stop_reason = f"Host EC2 (instance i-{attempt.task_id[:17]}) terminated."
+            attempt.interrupted = True
+            if attempt.handle is not None:
+                self._spawn(self._stop(attempt))
+            done.append(attempt.job_id)
+        return done
+
+    def _draw_spot_interruptions(self, now: int) -> None:
+        """Interrupt running attempts on Spot compute environments at their
+        rate: each attempt-hour is interrupted with probability
+        1 - e^(-rate), drawn every poll for the time since the last."""
+        last, self._last_spot_draw = self._last_spot_draw, now
+        cached = self._topology
+        if last is None or cached is None or now <= last:
+            return
+        ces: dict[str, ComputeEnvironment] = cached[3]
+        for attempt in list(self._attempts.values()):
+            ce = ces.get(attempt.ce)
+            rate = self._spot_rate(ce) if ce is not None else 0.0
+            if rate <= 0 or attempt.handle is None or attempt.stop_reason is not None:
+                continue
+            if self._rng.random() < 1 - math.exp(-rate * (now - last) / 3_600_000):
+                log.info("Spot interruption of job %s (rate %g per hour)", attempt.job_id, rate)
+                self.interrupt(job_id=attempt.job_id)
+
+    def _spot_rate(self, ce: ComputeEnvironment) -> float:
+        kind = (ce.compute_resources or {}).get("type")
+        if kind not in ("SPOT", "FARGATE_SPOT"):
+            return 0.0
+        tagged = ce.tags.get(SPOT_RATE_TAG)
+        if tagged is None:
+            return self.spot_interruption_rate
+        try:
+            return max(0.0, float(tagged))
+        except ValueError:
+            return 0.0
 
     def _terminate_node(self, parent_id: str, index: int, reason: str) -> None:
         """TerminateJob on node `index` of a running multinode job: the main
@@ -960,6 +1028,10 @@ class Engine:
         self, job: Job, attempt: Attempt, exit_: Exit, started_at: int | None, now: int
     ) -> Job:
         """The job after one of its attempts ended: retry rules applied."""
+        if attempt.interrupted:
+            # Whatever the process did as its host went away, AWS reports
+            # the instance's loss, with no exit code.
+            exit_ = Exit(exit_code=None, status_reason=attempt.stop_reason or "")
         status_reason = attempt.stop_reason or exit_.status_reason
         number = int(job.runtime.get("attemptNumber", 1))
         container: Json = {

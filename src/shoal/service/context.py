@@ -26,6 +26,8 @@ class Notifier:
         self.on_wake: list[Callable0] = []
         self.on_submit: list[Callable0] = []
         self.on_terminate: list[Callable2] = []
+        # The engine's: end running attempts as a Spot reclaim does.
+        self.on_interrupt: list[Callable[[str | None, str | None], list[str]]] = []
 
     def wake(self) -> None:
         """Something that placement depends on changed (capacity, queues, a job's state)."""
@@ -36,6 +38,12 @@ class Notifier:
         """New jobs were stored; nothing else changed."""
         for fn in self.on_submit:
             fn()
+
+    def interrupt(self, job_id: str | None, ce: str | None) -> list[str] | None:
+        """The jobs interrupted; None when this process runs no engine."""
+        if not self.on_interrupt:
+            return None
+        return [job for fn in self.on_interrupt for job in fn(job_id, ce)]
 
     def terminate(self, job_id: str, reason: str) -> None:
         for fn in self.on_terminate:
