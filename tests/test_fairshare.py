@@ -2,7 +2,8 @@
 and a real SQLite store, an executor whose jobs run for a set time of a
 manual clock. Two shares weighted 1 and 0.25 on a saturated compute
 environment split its vCPU-time 1:4; schedulingPriority orders jobs within a
-share; computeReservation keeps room for shares not active yet."""
+share; computeReservation keeps room for shares not active yet. Also the
+queue's jobStateTimeLimitActions, which need the same simulated time."""
 
 from __future__ import annotations
 
@@ -81,7 +82,14 @@ class Timed:
 
 
 class World:
-    def __init__(self, tmp_path: Path, fairshare: dict[str, Any], max_vcpus: int) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        fairshare: dict[str, Any] | None,
+        max_vcpus: int,
+        *,
+        time_limits: list[dict[str, Any]] | None = None,
+    ) -> None:
         self.clock = ManualClock(1_767_225_600_000)
         self.store = SqliteStore(tmp_path / "shoal.db")
         self.ctx = Context(store=self.store, clock=self.clock, settings=Settings(data_dir=tmp_path))
@@ -99,16 +107,16 @@ class World:
                 "computeResources": {"type": "EC2", "maxvCpus": max_vcpus},
             },
         )
-        scheduling_policies.create(self.ctx, {"name": "fair", "fairsharePolicy": fairshare})
-        job_queues.create(
-            self.ctx,
-            {
-                "jobQueueName": "q",
-                "priority": 1,
-                "schedulingPolicyArn": POLICY_ARN,
-                "computeEnvironmentOrder": [{"order": 1, "computeEnvironment": "ce"}],
-            },
-        )
+        queue: dict[str, Any] = {
+            "jobQueueName": "q",
+            "priority": 1,
+            "computeEnvironmentOrder": [{"order": 1, "computeEnvironment": "ce"}],
+            "jobStateTimeLimitActions": time_limits or [],
+        }
+        if fairshare is not None:
+            scheduling_policies.create(self.ctx, {"name": "fair", "fairsharePolicy": fairshare})
+            queue["schedulingPolicyArn"] = POLICY_ARN
+        job_queues.create(self.ctx, queue)
         job_definitions.register(
             self.ctx,
             {
@@ -125,19 +133,23 @@ class World:
             },
         )
 
-    def submit(self, share: str, run_seconds: int, *, priority: int | None = None) -> str:
+    def submit(
+        self, share: str | None, run_seconds: int, *, priority: int | None = None, vcpus: int = 1
+    ) -> str:
         req: dict[str, Any] = {
-            "jobName": f"{share}-job",
+            "jobName": f"{share or 'plain'}-job",
             "jobQueue": "q",
             "jobDefinition": "work",
-            "shareIdentifier": share,
             "containerOverrides": {
                 "environment": [
                     {"name": "SHOAL_TEST_RUN_MS", "value": str(run_seconds * SECOND)},
-                    {"name": "SHARE", "value": share},
-                ]
+                    {"name": "SHARE", "value": share or ""},
+                ],
+                "resourceRequirements": [{"type": "VCPU", "value": str(vcpus)}],
             },
         }
+        if share is not None:
+            req["shareIdentifier"] = share
         if priority is not None:
             req["schedulingPriorityOverride"] = priority
         job_id: str = submit_uc.submit(self.ctx, req, payload_size=0, token=None)["jobId"]
@@ -260,3 +272,64 @@ def test_share_heads_on_every_store(backend: Backend) -> None:  # noqa: F811
         ("j1", "deep"),
         ("j5", "late"),
     ]
+
+
+# -- jobStateTimeLimitActions (any queue) -------------------------------------------
+
+
+def test_a_job_blocked_at_the_head_past_its_time_limit_is_cancelled(tmp_path: Path) -> None:
+    limits = [
+        {
+            "reason": "MISCONFIGURATION:COMPUTE_ENVIRONMENT_MAX_RESOURCE",
+            "state": "RUNNABLE",
+            "maxTimeSeconds": 600,
+            "action": "CANCEL",
+        },
+        {
+            "reason": "CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY",
+            "state": "RUNNABLE",
+            "maxTimeSeconds": 3600,
+            "action": "CANCEL",
+        },
+    ]
+    world = World(tmp_path, None, max_vcpus=2, time_limits=limits)
+
+    def job(job_id: str) -> Any:
+        with world.store.read() as tx:
+            return tx.get_jobs([job_id])[job_id]
+
+    async def scenario() -> None:
+        await world.engine.start()
+        never = world.submit(None, 60, vcpus=4)  # more than the environment holds
+        running = world.submit(None, 4000, vcpus=2)
+        waiting = world.submit(None, 60, vcpus=1)  # blocked behind the running one
+        await world.settle(1)
+        world.clock.advance(SECOND)  # past the moment before a reason is given
+        world.engine.wake()
+        await world.settle(2, deadline_s=0.2)
+        assert job(never).status is JobStatus.RUNNABLE
+        assert job(never).status_reason.startswith("MISCONFIGURATION:")
+        assert job(waiting).status_reason.startswith("CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY")
+        world.clock.advance(598 * SECOND)  # its reason was given at 0 s
+        world.engine.wake()
+        await world.settle(2, deadline_s=0.2)
+        assert job(never).status is JobStatus.RUNNABLE  # 599 s: not yet
+        world.clock.advance(2 * SECOND)
+        world.engine.wake()
+        await world.settle(2, deadline_s=0.2)
+        gone = job(never)
+        assert (gone.status, gone.status_reason, gone.is_cancelled) == (
+            JobStatus.FAILED,
+            "Canceled by JobStateTimeLimit action due to reason: "
+            "MISCONFIGURATION:COMPUTE_ENVIRONMENT_MAX_RESOURCE",
+            True,
+        )
+        assert job(waiting).status is JobStatus.RUNNABLE  # its limit is an hour
+        world.clock.advance(3000 * SECOND)
+        world.engine.wake()
+        await world.settle(2, deadline_s=0.2)
+        assert job(waiting).status is JobStatus.FAILED
+        assert job(running).status is JobStatus.RUNNING  # never the running ones
+        await world.engine.stop()
+
+    asyncio.run(scenario())

@@ -111,6 +111,11 @@ class Attempt:
     interrupted: bool = False  # ended as a reclaimed Spot instance is
 
 
+def _reason_code(reason: str) -> str:
+    """`CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY` of `CAPACITY:... - text`."""
+    return reason.split(" - ", 1)[0]
+
+
 async def _raise(error: Exception) -> Handle:
     raise error
 
@@ -614,12 +619,10 @@ class Engine:
         """'placed', 'never' (can never fit: skipped) or 'blocked' (must wait)."""
         need = _need(job.spec)
         if not ces:
-            self._set_reason(
-                tx,
-                job,
-                "ACTION_REQUIRED - CE(s) associated with the job queue are invalid or disabled.",
+            reason = (
+                "ACTION_REQUIRED - CE(s) associated with the job queue are invalid or disabled."
             )
-            return "blocked"
+            return "never" if self._set_reason(tx, job, reason, now) else "blocked"
         blocked_by: str | None = None
         for ce in ces:
             limits, used, on_host = self._limits(ce)
@@ -660,7 +663,8 @@ class Engine:
         if blocked_by is not None:
             waited = now - int(job.runtime.get("runnableAt", now))
             if waited >= _REASON_AFTER_MS:
-                self._set_reason(tx, job, blocked_by)
+                if self._set_reason(tx, job, blocked_by, now):
+                    return "never"  # cancelled by the queue's time limit
             else:
                 # Most waits last a moment: say why only if it lasts.
                 self._look_again_in((_REASON_AFTER_MS - waited) / 1000)
@@ -672,6 +676,7 @@ class Engine:
             "MISCONFIGURATION:COMPUTE_ENVIRONMENT_MAX_RESOURCE - The job needs "
             f"{describe_need(need)}, more than any compute environment of the queue can "
             f"hold (at most {biggest:g} vCPU).",
+            now,
         )
         return "never"
 
@@ -685,10 +690,46 @@ class Engine:
 
             self._reason_timer = loop.call_later(seconds, again)
 
-    def _set_reason(self, tx: Transaction, job: Job, reason: str) -> None:
-        if job.status_reason == reason:
-            return
-        tx.update_job(dataclasses.replace(job, status_reason=reason), JobStatus.RUNNABLE)
+    def _set_reason(self, tx: Transaction, job: Job, reason: str, now: int) -> bool:
+        """Say why a RUNNABLE job waits. True if, having waited so for its
+        queue's `jobStateTimeLimitActions` limit, it was cancelled instead."""
+        code = _reason_code(reason)
+        since = int(job.runtime.get("reasonSince", now))
+        if job.status_reason is None or _reason_code(job.status_reason) != code:
+            since = now
+        action = self._time_limit(job.queue, code)
+        if action is not None and now - since >= int(action["maxTimeSeconds"]) * 1000:
+            cancelled = dataclasses.replace(
+                job,
+                status=JobStatus.FAILED,
+                status_reason=(
+                    f"Canceled by JobStateTimeLimit action due to reason: {action['reason']}"
+                ),
+                stopped_at=now,
+                is_cancelled=True,
+            )
+            if tx.update_job(cancelled, JobStatus.RUNNABLE):
+                # Its dependents fail with it: look at the waiting jobs again.
+                asyncio.get_running_loop().call_soon(self.wake)
+                return True
+        if action is not None:
+            self._look_again_in((since + int(action["maxTimeSeconds"]) * 1000 - now) / 1000)
+        if job.status_reason != reason or job.runtime.get("reasonSince") != since:
+            runtime = {**job.runtime, "reasonSince": since}
+            changed = dataclasses.replace(job, status_reason=reason, runtime=runtime)
+            tx.update_job(changed, JobStatus.RUNNABLE)
+        return False
+
+    def _time_limit(self, queue: str, code: str) -> Json | None:
+        """The queue's jobStateTimeLimitAction for a RUNNABLE job blocked with
+        reason `code`, if it has one."""
+        cached = self._topology
+        for candidate in cached[2] if cached is not None else []:
+            if candidate.name == queue:
+                for action in candidate.job_state_time_limit_actions:
+                    if action.get("state", "RUNNABLE") == "RUNNABLE" and action["reason"] == code:
+                        return action
+        return None
 
     def _claim(
         self, tx: Transaction, job: Job, ce: ComputeEnvironment, need: Resources, now: int
