@@ -261,6 +261,29 @@ def test_depending_on_a_parent_waits_for_the_whole_array(batch: Any, tmp_path: P
     assert done["startedAt"] >= describe(batch, parent)["stoppedAt"]
 
 
+def test_a_pending_job_says_which_dependencies_it_waits_for(batch: Any, tmp_path: Path) -> None:
+    env = make_env(batch, "saywait")
+    gate = tmp_path / "gate"
+    first = submit(batch, env, gate_script(gate), name="first")
+    done = wait_for(batch, submit(batch, env, ["true"], name="done"), "SUCCEEDED")
+    wait_for(batch, first, "RUNNING")
+    after = submit(
+        batch, env, ["true"], name="after", dependsOn=[{"jobId": first}, {"jobId": done["jobId"]}]
+    )
+    detail = wait_until(
+        lambda: (
+            (d := describe(batch, after))["status"] == "PENDING" and d.get("statusReason") and d
+        ),
+        timeout=20,
+        what="a PENDING reason",
+    )
+    # Only the dependency not done yet, with its status.
+    assert detail["statusReason"] == f"DEPENDENCY - Waiting for {first} (RUNNING) to succeed."
+    gate.touch()
+    finished = wait_for(batch, after, timeout=20)
+    assert finished["status"] == "SUCCEEDED"
+
+
 def test_a_child_can_be_depended_on(batch: Any) -> None:
     env = make_env(batch, "onechild")
     parent = submit(

@@ -143,12 +143,16 @@ class Pending:
             ):
                 self._start_array(tx, job, failed=status is JobStatus.FAILED)
                 continue
+            reason = None
             if status is JobStatus.PENDING:
                 for dep in deps:
                     self._waiters.setdefault(dep, set()).add(job.job_id)
+                reason = _waiting_reason(deps, found)
             if status is job.status:
+                if status is JobStatus.PENDING and job.status_reason != reason:
+                    tx.update_job(dataclasses.replace(job, status_reason=reason), job.status)
                 continue
-            after = dataclasses.replace(job, status=status, status_reason=None)
+            after = dataclasses.replace(job, status=status, status_reason=reason)
             if status is JobStatus.RUNNABLE:
                 after = dataclasses.replace(after, runtime={**job.runtime, "runnableAt": now})
                 self.new_runnable.add(job.queue)
@@ -272,3 +276,17 @@ def _dependency_status(deps: list[str], found: dict[str, Job]) -> JobStatus:
         if dep.status is not JobStatus.SUCCEEDED:
             waiting = True
     return JobStatus.PENDING if waiting else JobStatus.RUNNABLE
+
+
+def _waiting_reason(deps: list[str], found: dict[str, Job]) -> str:
+    """What a PENDING job waits for: the dependencies not done yet."""
+    waiting: list[str] = []
+    for dep_id in deps:
+        dep = found.get(dep_id)
+        if dep is None:
+            waiting.append(f"{dep_id} (not created yet)")
+        elif dep.status is not JobStatus.SUCCEEDED:
+            waiting.append(f"{dep_id} ({dep.status.value})")
+    shown = ", ".join(waiting[:3])
+    more = f" and {len(waiting) - 3} more" if len(waiting) > 3 else ""
+    return f"DEPENDENCY - Waiting for {shown}{more} to succeed."[:255]
