@@ -155,6 +155,14 @@ def _store_url(ctx: click.Context, param: click.Parameter, value: str) -> str | 
     help="Scheduled rule times missed while no engine ran: fire once for the latest, "
     "fire each, or skip them.",
 )
+@click.option(
+    "--spot-interruption-rate",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Interruptions per instance-hour of SPOT and FARGATE_SPOT compute environments "
+    "without a shoal:spot-interruption-rate tag (each running job counts as an instance).",
+)
 @click.option("--log-level", default="info", show_default=True)
 def server(
     host: str,
@@ -178,6 +186,7 @@ def server(
     allow_privileged: bool,
     ray_address: str | None,
     missed_schedules: str,
+    spot_interruption_rate: float,
     log_level: str,
 ) -> None:
     """Run the shoal server in the foreground."""
@@ -211,6 +220,7 @@ def server(
         allow_privileged=allow_privileged,
         ray_address=ray_address,
         missed_schedules=missed_schedules,
+        spot_interruption_rate=spot_interruption_rate,
     )
     release_engine = None
     if settings.engine and settings.store_url is None:
@@ -294,6 +304,121 @@ def logs(job_id: str, follow: bool, attempt: int | None, endpoint_url: str | Non
         if not follow or finished:
             return
         time.sleep(0.5)
+
+
+def _assignments(items: tuple[str, ...], option: str) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint=option)
+        pairs[name] = value
+    return pairs
+
+
+_TF_PATH = click.argument(
+    "path", metavar="FILE.tf|DIR", type=click.Path(exists=True, path_type=Path)
+)
+_TF_VAR = click.option(
+    "--var",
+    "variables",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Set a variable (repeatable); wins over TF_VAR_NAME and terraform.tfvars.",
+)
+_TF_PLAN = click.option("--plan", is_flag=True, help="Show what would change; change nothing.")
+_TF_ENDPOINT = click.option(
+    "--endpoint-url", default=None, help="shoal server [default: $AWS_ENDPOINT_URL]."
+)
+_TF_TIMEOUT = click.option(
+    "--timeout",
+    default=600.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    help="Seconds to wait for a compute environment or queue to settle.",
+)
+
+
+def _terraform(command: str, options: object) -> None:
+    from shoal.terraform import plan
+    from shoal.terraform.errors import ApplyError
+
+    assert isinstance(options, plan.Options)
+    run = plan.apply if command == "apply" else plan.destroy
+    try:
+        run(options, click.echo, lambda message: click.echo(f"Warning: {message}", err=True))
+    except ApplyError as e:
+        raise click.ClickException(e.message) from None
+
+
+@cli.command()
+@_TF_PATH
+@_TF_VAR
+@_TF_PLAN
+@click.option(
+    "--repository-url",
+    "repository_urls",
+    multiple=True,
+    metavar="NAME=URL",
+    help="What an aws_ecr_repository's repository_url is (NAME: its name or address); "
+    "by default the repository's name, i.e. a local image.",
+)
+@_TF_ENDPOINT
+@_TF_TIMEOUT
+def apply(
+    path: Path,
+    variables: tuple[str, ...],
+    plan: bool,
+    repository_urls: tuple[str, ...],
+    endpoint_url: str | None,
+    timeout: float,
+) -> None:
+    """Create or update the Batch setup a Terraform configuration (AWS provider)
+    describes, on a running shoal server. Compute environments, job queues, job
+    definitions, scheduling policies, EventBridge rules and targets and Scheduler
+    schedules are made; everything else (VPC, IAM, S3, ECR ...) gets stand-in
+    attributes so references resolve. Idempotent: resources are found by name."""
+    from shoal.terraform.plan import Options
+
+    options = Options(
+        path=path,
+        variables=_assignments(variables, "--var"),
+        repository_urls=_assignments(repository_urls, "--repository-url"),
+        endpoint_url=endpoint_url,
+        plan_only=plan,
+        timeout=timeout,
+    )
+    _terraform("apply", options)
+
+
+@cli.command()
+@_TF_PATH
+@_TF_VAR
+@_TF_PLAN
+@_TF_ENDPOINT
+@_TF_TIMEOUT
+def destroy(
+    path: Path,
+    variables: tuple[str, ...],
+    plan: bool,
+    endpoint_url: str | None,
+    timeout: float,
+) -> None:
+    """Delete what a Terraform configuration defines from a shoal server: targets,
+    rules, queues, compute environments, job definitions (every ACTIVE revision),
+    scheduling policies. What is already gone is fine."""
+    from shoal.terraform.plan import Options
+
+    options = Options(
+        path=path,
+        variables=_assignments(variables, "--var"),
+        endpoint_url=endpoint_url,
+        plan_only=plan,
+        timeout=timeout,
+    )
+    _terraform("destroy", options)
+
+
 
 
 def main() -> None:
