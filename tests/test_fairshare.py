@@ -333,3 +333,30 @@ def test_a_job_blocked_at_the_head_past_its_time_limit_is_cancelled(tmp_path: Pa
         await world.engine.stop()
 
     asyncio.run(scenario())
+
+
+def test_waiting_jobs_of_a_fair_share_queue_say_why(tmp_path: Path) -> None:
+    world = World(tmp_path, {"shareDistribution": [{"shareIdentifier": "b", "weightFactor": 2}]}, 1)
+
+    async def scenario() -> dict[str, str]:
+        await world.engine.start()
+        world.submit("a", 60)
+        for share in ("a", "b", "a", "b"):
+            world.submit(share, 60)
+        await world.settle(1)
+        world.clock.advance(30 * SECOND)
+        world.engine.wake()
+        await world.settle(2, deadline_s=0.3)
+        with world.store.read() as tx:
+            waiting = tx.share_heads("q", 1)
+        await world.engine.stop()
+        return {job.share_identifier or "": job.status_reason or "" for job in waiting}
+
+    reasons = asyncio.run(scenario())
+    # "a" has run 30 s (weight 1), "b" nothing (weight 2): b is served first
+    # and waits for capacity; a's next job waits for its turn.
+    assert reasons["b"].startswith("CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY - "), reasons
+    assert reasons["a"] == (
+        "FAIR_SHARE:WAITING_FOR_SHARE - Share a (weight 1) is number 2 of 2 in line by recent "
+        "vCPU-time; share b is served first when capacity frees."
+    ), reasons

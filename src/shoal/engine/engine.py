@@ -591,13 +591,23 @@ class Engine:
             share = fairshare.next_share(heads, queue, policy, self._shares, now)
             job = heads[share][0]
             need = _need(job.spec)
-            if self._shares.running(queue) + (need.vcpus or 0.0) > cap + 1e-9:
+            after = self._shares.running(queue) + (need.vcpus or 0.0)
+            if cap + 1e-9 < after <= total + 1e-9:
+                # Room there is, but it is kept for shares to come.
                 self._blocked[queue] = self._epoch
+                reserved = total - cap
+                reason = (
+                    f"CAPACITY:FAIR_SHARE_RESERVATION - computeReservation keeps {reserved:g} "
+                    f"of the queue's {total:g} vCPU for shares not active yet; share {share} "
+                    "is next."
+                )
+                self._say_share_waits(tx, heads, share, reason, policy, now)
                 return
             before = len(placed)
             verdict = self._place_job(tx, job, ces, placed, now)
             if verdict == "blocked":
                 self._blocked[queue] = self._epoch
+                self._say_share_waits(tx, heads, share, None, policy, now)
                 return
             heads[share].pop(0)
             if not heads[share]:
@@ -607,6 +617,41 @@ class Engine:
                 attempt.share = (queue, share, policy.decay_ms)
                 attempt.placed_at = now
                 self._shares.change((queue, share), need.vcpus or 0.0, now, policy.decay_ms)
+
+    def _say_share_waits(
+        self,
+        tx: Transaction,
+        heads: dict[str, list[Job]],
+        chosen: str,
+        reason: str | None,
+        policy: fairshare.SharePolicy,
+        now: int,
+    ) -> None:
+        """A blocked fair-share queue: the next job of each share says why it
+        waits (the chosen share's says what it needs, or `reason`)."""
+        queue = heads[chosen][0].queue
+        order = [chosen]
+        rest = {k: v for k, v in heads.items() if k != chosen}
+        while rest:
+            following = fairshare.next_share(rest, queue, policy, self._shares, now)
+            order.append(following)
+            del rest[following]
+        for place, share in enumerate(order):
+            job = heads[share][0]
+            if now - int(job.runtime.get("runnableAt", now)) < _REASON_AFTER_MS:
+                continue
+            if place == 0:
+                if reason is not None:
+                    self._set_reason(tx, job, reason, now)
+                continue
+            self._set_reason(
+                tx,
+                job,
+                f"FAIR_SHARE:WAITING_FOR_SHARE - Share {share or '(none)'} (weight "
+                f"{policy.weight(share):g}) is number {place + 1} of {len(order)} in line by "
+                f"recent vCPU-time; share {chosen} is served first when capacity frees.",
+                now,
+            )
 
     def _place_job(
         self,
