@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from shoal import __version__
+from shoal.cli.insight import cost, explain, interrupt
 from shoal.config import Settings, default_data_dir
 
 
@@ -419,6 +420,9 @@ def destroy(
     _terraform("destroy", options)
 
 
+cli.add_command(cost)
+cli.add_command(explain)
+cli.add_command(interrupt)
 
 
 def main() -> None:
