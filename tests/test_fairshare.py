@@ -99,6 +99,7 @@ class World:
         )
         self.ctx.notifier.on_wake.append(self.engine.wake)
         self.ctx.notifier.on_submit.append(self.engine.submitted)
+        self.ctx.notifier.on_front.append(self.engine.front_of)
         compute_environments.create(
             self.ctx,
             {
@@ -360,3 +361,27 @@ def test_waiting_jobs_of_a_fair_share_queue_say_why(tmp_path: Path) -> None:
         "FAIR_SHARE:WAITING_FOR_SHARE - Share a (weight 1) is number 2 of 2 in line by recent "
         "vCPU-time; share b is served first when capacity frees."
     ), reasons
+
+
+def test_the_queue_snapshot_of_a_fair_share_queue_is_in_dispatch_order(tmp_path: Path) -> None:
+    world = World(
+        tmp_path, {"shareDistribution": [{"shareIdentifier": "b", "weightFactor": 0.25}]}, 1
+    )
+
+    async def scenario() -> tuple[list[str], list[str]]:
+        await world.engine.start()
+        world.submit("a", 600)  # runs: share a has used capacity
+        await world.settle(1)
+        waiting = [world.submit(share, 60) for share in ("a", "a", "b", "b")]
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 5
+        while world.runnable() < 4 and loop.time() < until:
+            await asyncio.sleep(0.01)  # new jobs on a full queue are looked at in a moment
+        world.clock.advance(30 * SECOND)
+        front = job_queues.snapshot(world.ctx, {"jobQueue": "q"})["frontOfQueue"]["jobs"]
+        await world.engine.stop()
+        return waiting, [j["jobArn"].rsplit("/", 1)[1] for j in front]
+
+    (a1, a2, b1, b2), front = asyncio.run(scenario())
+    # Submitted a, a, b, b; share a has run for 30 s, b not at all: b's go first.
+    assert front == [b1, b2, a1, a2]

@@ -156,6 +156,7 @@ def build(settings: Settings) -> Runtime:
         ctx.notifier.on_submit.append(engine.submitted)
         ctx.notifier.on_terminate.append(engine.terminate)
         ctx.notifier.on_interrupt.append(lambda job, ce: engine.interrupt(job_id=job, ce=ce))
+        ctx.notifier.on_front.append(engine.front_of)
         runtime.engine = engine
         await engine.start()
         scheduler = Scheduler(ctx, missed=settings.missed_schedules)

@@ -559,6 +559,22 @@ class Engine:
             if len(head) < limit:
                 return
 
+    def front_of(self, queue_name: str, limit: int) -> list[str] | None:
+        """A fair-share queue's RUNNABLE jobs in the order they would start
+        (None for a FIFO queue: the store's order is the dispatch order)."""
+        now = self.ctx.clock.now_ms()
+        with self.ctx.store.read() as tx:
+            queue = tx.get_job_queue(queue_name)
+            policy = self._share_policy(tx, queue) if queue is not None else None
+            if policy is None:
+                return None
+            heads: dict[str, list[Job]] = {}
+            for job in tx.share_heads(queue_name, limit):
+                heads.setdefault(job.share_identifier or "", []).append(job)
+        heads = {share: fairshare.priority_order(jobs) for share, jobs in heads.items()}
+        order = fairshare.dispatch_order(heads, queue_name, policy, self._shares, now, limit)
+        return [job.job_id for job in order]
+
     def _share_policy(self, tx: Transaction, queue: JobQueue) -> fairshare.SharePolicy | None:
         if queue.scheduling_policy is None:
             return None

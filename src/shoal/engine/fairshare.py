@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from shoal.domain.container import resources_of
 from shoal.domain.records import Job, Json
 
 DEFAULT_DECAY_SECONDS = 600
@@ -115,12 +116,37 @@ def priority_order(jobs: list[Job]) -> list[Job]:
     return [job for _, job in ranked]
 
 
+def dispatch_order(
+    heads: dict[str, list[Job]],
+    queue: str,
+    policy: SharePolicy,
+    usage: ShareUsage,
+    now: int,
+    limit: int,
+) -> list[Job]:
+    """The order the queue's waiting jobs would start in if capacity freed
+    for `limit` of them now (each start counted as the engine counts it)."""
+    heads = {share: list(jobs) for share, jobs in heads.items() if jobs}
+    extra: dict[str, float] = {}
+    order: list[Job] = []
+    while heads and len(order) < limit:
+        share = next_share(heads, queue, policy, usage, now, extra)
+        job = heads[share].pop(0)
+        order.append(job)
+        vcpus = resources_of(job.spec.get("container") or {}).vcpus
+        extra[share] = extra.get(share, 0.0) + (vcpus or 1.0)
+        if not heads[share]:
+            del heads[share]
+    return order
+
+
 def next_share(
     heads: dict[str, list[Job]],
     queue: str,
     policy: SharePolicy,
     usage: ShareUsage,
     now: int,
+    extra_running: dict[str, float] | None = None,
 ) -> str:
     """The share to serve next: the least weighted usage, counting what runs
     now as half done already.
@@ -134,7 +160,7 @@ def next_share(
     def weighted(share: str) -> tuple[float, float, str]:
         key = (queue, share)
         used = usage.usage(key, now, policy.decay_ms)
-        running = usage.running_share(key)
+        running = usage.running_share(key) + (extra_running or {}).get(share, 0.0)
         projected = used + running * usage.typical_run_ms(key) / 2
         # Between equals (nothing has run long enough to count yet), the
         # share with the least running goes first.

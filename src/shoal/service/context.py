@@ -26,6 +26,8 @@ class Notifier:
         self.on_wake: list[Callable0] = []
         self.on_submit: list[Callable0] = []
         self.on_terminate: list[Callable2] = []
+        # The engine's: a fair-share queue's waiting jobs in dispatch order.
+        self.on_front: list[Callable[[str, int], list[str] | None]] = []
         # The engine's: end running attempts as a Spot reclaim does.
         self.on_interrupt: list[Callable[[str | None, str | None], list[str]]] = []
 
@@ -44,6 +46,15 @@ class Notifier:
         if not self.on_interrupt:
             return None
         return [job for fn in self.on_interrupt for job in fn(job_id, ce)]
+
+    def front(self, queue: str, limit: int) -> list[str] | None:
+        """The engine's dispatch order for a fair-share queue, if this
+        process runs the engine (None: the store's FIFO order is it)."""
+        for fn in self.on_front:
+            found = fn(queue, limit)
+            if found is not None:
+                return found
+        return None
 
     def terminate(self, job_id: str, reason: str) -> None:
         for fn in self.on_terminate:

@@ -237,6 +237,12 @@ def snapshot(ctx: Context, req: Json) -> Json:
         if queue is None:
             raise not_found(ref)
         front = tx.queued_jobs(queue.name, (JobStatus.RUNNABLE,), SNAPSHOT_SIZE)
+    order = ctx.notifier.front(queue.name, SNAPSHOT_SIZE) if queue.scheduling_policy else None
+    if order is not None:
+        # A fair-share queue: the engine's order, by share usage.
+        with ctx.store.read() as tx:
+            found = tx.get_jobs(order)
+        front = [found[job_id] for job_id in order if job_id in found]
     return {
         "frontOfQueue": {
             "jobs": [
