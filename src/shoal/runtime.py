@@ -22,6 +22,7 @@ from shoal.executors.docker import DockerExecutor
 from shoal.executors.process import ProcessExecutor
 from shoal.executors.ray import RayExecutor
 from shoal.logs.store import LogStore
+from shoal.metrics import Metrics
 from shoal.service import retention
 from shoal.service.context import Context
 from shoal.store.base import Store
@@ -90,7 +91,8 @@ def build(settings: Settings) -> Runtime:
     store = open_store(settings)
     ctx = Context(store=store, clock=SystemClock(), settings=settings)
     logs = LogStore(settings.data_dir / "logs")
-    runtime = Runtime(ctx=ctx, app=ShoalApp(ctx, logs=logs), logs=logs)
+    metrics = Metrics(ctx)
+    runtime = Runtime(ctx=ctx, app=ShoalApp(ctx, logs=logs, metrics=metrics), logs=logs)
     background: list[asyncio.Task[None]] = []
 
     async def startup() -> None:
@@ -150,6 +152,7 @@ def build(settings: Settings) -> Runtime:
             kill_grace_seconds=settings.kill_grace_seconds,
             job_environment=settings.job_environment,
             spot_interruption_rate=settings.spot_interruption_rate,
+            metrics=metrics,
         )
         ray_executor.on_capacity = engine.wake
         ctx.notifier.on_wake.append(engine.wake)
@@ -159,6 +162,7 @@ def build(settings: Settings) -> Runtime:
         ctx.notifier.on_front.append(engine.front_of)
         runtime.engine = engine
         await engine.start()
+        metrics.attach_engine(engine.capacity_vcpus, engine.executors)
         scheduler = Scheduler(ctx, missed=settings.missed_schedules)
         ctx.notifier.on_wake.append(scheduler.wake)
         runtime.scheduler = scheduler
@@ -170,10 +174,13 @@ def build(settings: Settings) -> Runtime:
         if runtime.scheduler is not None:
             runtime.scheduler.stop()
         if runtime.engine is not None:
+            metrics.attach_engine(None)
             await runtime.engine.stop()
         if runtime.release_engine is not None:
             runtime.release_engine()
         store.close()
 
-    runtime.app = ShoalApp(ctx, logs=logs, on_startup=startup, on_shutdown=shutdown)
+    runtime.app = ShoalApp(
+        ctx, logs=logs, on_startup=startup, on_shutdown=shutdown, metrics=metrics
+    )
     return runtime

@@ -17,12 +17,15 @@ from urllib.parse import parse_qs, unquote
 
 import orjson
 
+from shoal import web
 from shoal.api import batch
 from shoal.api import events as events_api
 from shoal.api import logs as logs_api
 from shoal.api.errors import WireError, to_wire
 from shoal.api.model import clean_input
 from shoal.logs.store import LogStore
+from shoal.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from shoal.metrics import Metrics
 from shoal.service import interrupt
 from shoal.service.context import Context
 
@@ -77,9 +80,11 @@ class ShoalApp:
         logs: LogStore | None = None,
         on_startup: Hook | None = None,
         on_shutdown: Hook | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.ctx = ctx
         self.logs = logs
+        self.metrics = metrics
         self._on_startup = on_startup
         self._on_shutdown = on_shutdown
 
@@ -96,8 +101,12 @@ class ShoalApp:
             if body is None:  # the client left mid-request: act on none of it
                 return
             request = Request(scope, body)
+            if web.is_dashboard(request.path):  # HTML pages, not an AWS API
+                await web.serve(self.ctx, self.logs, request, send)
+                return
             status, doc = self._dispatch(request)
-            await _respond(send, status, orjson.dumps(doc), request_id, request.content_type)
+            payload = doc if isinstance(doc, bytes) else orjson.dumps(doc)  # bytes: as they are
+            await _respond(send, status, payload, request_id, request.content_type)
         except Exception as e:  # every failure becomes an AWS-shaped error
             err = to_wire(e, request.service if request else "batch")
             if err.status >= 500:
@@ -132,6 +141,12 @@ class ShoalApp:
             path = path[v1:]
         if path == "/health" and request.method in ("GET", "HEAD"):
             return 200, {"status": "ok"}
+        if path == "/metrics" and request.method == "GET" and self.metrics is not None:
+            # Prometheus text, on every role (an engine-only process has
+            # the capacity numbers).
+            body = self.metrics.scrape()
+            request.content_type = METRICS_CONTENT_TYPE
+            return 200, body
         if not self.ctx.settings.serve_api:
             raise WireError(
                 404,

@@ -68,6 +68,7 @@ from shoal.executors.base import (
     LaunchSpec,
 )
 from shoal.logs.store import LogStore
+from shoal.metrics import EngineMetrics
 from shoal.service.context import Context
 from shoal.store.base import Transaction
 
@@ -109,6 +110,7 @@ class Attempt:
     share: tuple[str, str, int] | None = None
     placed_at: int = 0
     interrupted: bool = False  # ended as a reclaimed Spot instance is
+    ended: Job | None = None  # the job as its recorded exit left it (for metrics)
 
 
 def _reason_code(reason: str) -> str:
@@ -141,12 +143,14 @@ class Engine:
         job_environment: dict[str, str] | None = None,
         spot_interruption_rate: float = 0.0,
         rng: random.Random | None = None,
+        metrics: EngineMetrics | None = None,
     ) -> None:
         """`spot_interruption_rate`: interruptions per instance-hour of SPOT
         and FARGATE_SPOT compute environments without their own
         `shoal:spot-interruption-rate` tag (each attempt counts as an
         instance)."""
         self.ctx = ctx
+        self.metrics = metrics if metrics is not None else EngineMetrics()
         self.spot_interruption_rate = spot_interruption_rate
         self._rng = rng or random.Random()
         self._last_spot_draw: int | None = None
@@ -433,6 +437,7 @@ class Engine:
             specs: list[LaunchSpec | None] = []
             launches: list[Awaitable[Handle]] = []
             for job, attempt in placed:
+                self.metrics.job_placed(job, attempt.placed_at)
                 try:
                     spec = self._launch_spec(
                         job, attempt, int(job.runtime.get("attemptNumber", 0)) + 1
@@ -505,6 +510,25 @@ class Engine:
                 self._place_queue(tx, queue.name, usable, placed, now)
             else:
                 self._place_fair(tx, queue.name, policy, usable, placed, now)
+
+    def capacity_vcpus(self) -> list[tuple[str, float, float | None]]:
+        """(compute environment, vCPUs in use, most it holds or None if not
+        known) for each compute environment in use or known to placement:
+        what the metrics report."""
+        cached = self._topology
+        found: list[tuple[str, float, float | None]] = []
+        for ce in cached[3].values() if cached is not None else ():
+            used = self._ce_used.get(ce.name)
+            # A cluster is asked only once placement has (asking may connect);
+            # hence no _limits() here, which would mark the CE as looked at.
+            cluster = self._cluster(ce) if used is not None else None
+            on_host = self._executor_for(ce).name in _ON_HOST
+            limits = ce_limits(ce, self.host if on_host else None)
+            most: float | None = limits.vcpus if math.isfinite(limits.vcpus) else None
+            if cluster is not None:
+                most = cluster.total.vcpus if isinstance(cluster, Capacity) else None
+            found.append((ce.name, used.vcpus if used is not None else 0.0, most))
+        return found
 
     def _limits(self, ce: ComputeEnvironment) -> tuple[Limits, Usage, bool]:
         executor = self._executor_for(ce)
@@ -829,6 +853,7 @@ class Engine:
             executor=self._gang(executor, job.job_id, job.spec, ce.name),
             need=need,
             job=starting,
+            placed_at=now,
         )
         self._reserve(attempt, executor)
         self._attempts[job.job_id] = attempt
@@ -954,6 +979,7 @@ class Engine:
                     else f"CannotStartContainerError: {result}"
                 )
                 failed = Exit(exit_code=None, reason=reason, status_reason=FAILED_TO_START)
+                self.metrics.executor_error(attempt.executor.name)
                 self._record_exit(attempt, failed, started_at=None)
                 continue
             assert spec is not None
@@ -965,6 +991,7 @@ class Engine:
         # a job that ends at once costs one commit for both.
         started_at = self.ctx.clock.now_ms()
         for job, attempt, spec in launched:
+            self.metrics.attempt_launched(attempt.placed_at, started_at)
             self._marks.append((job, attempt, spec, started_at))
             attempt.task = asyncio.create_task(
                 self._watch(attempt, job.spec, started_at, elapsed_ms=0)
@@ -1010,6 +1037,7 @@ class Engine:
         except Exception as e:
             # Never leave the job RUNNING with nobody watching it.
             log.exception("waiting for job %s failed", attempt.job_id)
+            self.metrics.executor_error(attempt.executor.name)
             with contextlib.suppress(Exception):
                 await attempt.executor.stop(attempt.handle, 0)
             exit_ = Exit(
@@ -1063,6 +1091,7 @@ class Engine:
                 fresh = tx.get_jobs([attempt.job_id])[attempt.job_id]
                 after = self._after_exit(fresh, attempt, exit_, started_at, now)
                 tx.set_job_state(after, fresh.status)
+            attempt.ended = after
             if isinstance(attempt.executor, multinode.Gang):
                 attempt.executor.write_ended(
                     tx,
@@ -1078,6 +1107,7 @@ class Engine:
     def _forget(self, exits: list[tuple[Attempt, Exit, int | None]]) -> None:
         """After recorded exits commit: their attempts and files go."""
         for attempt, _, _ in exits:
+            self.metrics.attempt_ended(attempt.ended, terminated=attempt.terminated)
             # The job's next attempt may have been placed in the same pass:
             # that one stays tracked.
             if self._attempts.get(attempt.job_id) is attempt:

@@ -158,6 +158,12 @@ class Transaction(Protocol):
         """The id of the job whose SubmitJob carried invocation id `token`, if any."""
         ...
 
+    def count_jobs_by_queue_status(self) -> dict[str, dict[str, int]]:
+        """Per queue, how many jobs are stored in each status (statuses with
+        none are absent): every row counts, array parents and the children
+        made so far alike. One pass over the (queue, status, seq) index."""
+        ...
+
     # -- array jobs and retention ----------------------------------------------
     def insert_jobs(self, jobs: Sequence[Job]) -> None:
         """Insert many new jobs at once (array children)."""
