@@ -56,5 +56,8 @@ class Settings:
     # Interruptions per instance-hour of SPOT and FARGATE_SPOT compute
     # environments without a shoal:spot-interruption-rate tag.
     spot_interruption_rate: float = 0.0
+    # Access keys (JSON, api/auth.py) every request must be signed with;
+    # None: no authentication, and the server keeps to loopback.
+    credentials_file: Path | None = None
     # How often a running job's output is moved into the log store.
     log_poll_seconds: float = 0.2

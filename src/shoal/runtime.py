@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shoal.api.app import ShoalApp
+from shoal.api.auth import KeyRing
 from shoal.config import Settings
 from shoal.domain.clock import SystemClock
 from shoal.engine import exclusive
@@ -180,7 +181,8 @@ def build(settings: Settings) -> Runtime:
             runtime.release_engine()
         store.close()
 
+    keys = KeyRing.load(settings.credentials_file) if settings.credentials_file else None
     runtime.app = ShoalApp(
-        ctx, logs=logs, on_startup=startup, on_shutdown=shutdown, metrics=metrics
+        ctx, logs=logs, on_startup=startup, on_shutdown=shutdown, metrics=metrics, keys=keys
     )
     return runtime

@@ -18,9 +18,10 @@ from urllib.parse import parse_qs, unquote
 import orjson
 
 from shoal import web
-from shoal.api import batch
+from shoal.api import auth, batch
 from shoal.api import events as events_api
 from shoal.api import logs as logs_api
+from shoal.api.auth import AuthError, Key, KeyRing
 from shoal.api.errors import WireError, to_wire
 from shoal.api.model import clean_input
 from shoal.logs.store import LogStore
@@ -40,8 +41,12 @@ _JSON = b"application/json"
 _JSON_11 = b"application/x-amz-json-1.1"
 
 
+# Answered without credentials: load balancers and tests probe it.
+_OPEN = frozenset({"/health"})
+
+
 class Request:
-    __slots__ = ("body", "content_type", "headers", "method", "path", "query", "service")
+    __slots__ = ("body", "content_type", "headers", "key", "method", "path", "query", "service")
 
     def __init__(self, scope: Scope, body: bytes) -> None:
         self.method: str = scope["method"]
@@ -54,6 +59,7 @@ class Request:
         self.body = body
         self.service = "batch"  # decides how errors are encoded
         self.content_type = _JSON
+        self.key: Key | None = None  # who signed it, when the server has keys
 
     def json_body(self) -> dict[str, Any]:
         if not self.body.strip():
@@ -81,10 +87,14 @@ class ShoalApp:
         on_startup: Hook | None = None,
         on_shutdown: Hook | None = None,
         metrics: Metrics | None = None,
+        keys: KeyRing | None = None,
     ) -> None:
+        """`keys`: the access keys every request must be signed with (None:
+        no authentication, for a server that listens on loopback only)."""
         self.ctx = ctx
         self.logs = logs
         self.metrics = metrics
+        self.keys = keys
         self._on_startup = on_startup
         self._on_shutdown = on_shutdown
 
@@ -101,13 +111,19 @@ class ShoalApp:
             if body is None:  # the client left mid-request: act on none of it
                 return
             request = Request(scope, body)
+            signed_in = self.keys is None or request.path in _OPEN
+            if not signed_in and not await self._authenticate(request, send, request_id):
+                return
             if web.is_dashboard(request.path):  # HTML pages, not an AWS API
+                self._allow_dashboard(request)
                 await web.serve(self.ctx, self.logs, request, send)
                 return
             status, doc = self._dispatch(request)
             payload = doc if isinstance(doc, bytes) else orjson.dumps(doc)  # bytes: as they are
             await _respond(send, status, payload, request_id, request.content_type)
         except Exception as e:  # every failure becomes an AWS-shaped error
+            if isinstance(e, AuthError):
+                e = WireError(e.status, e.code, e.message)
             err = to_wire(e, request.service if request else "batch")
             if err.status >= 500:
                 log.exception("request %s failed", request_id)
@@ -134,6 +150,7 @@ class ShoalApp:
             # shoal's own (not an AWS API): Spot interruptions on demand.
             if request.method != "POST":
                 raise WireError(405, "ClientException", "interrupt takes POST.")
+            self._allow(request, "Interrupt")
             return 200, interrupt.interrupt(self.ctx, request.json_body())
         # An endpoint_url with a path prefix makes botocore send /prefix/v1/...
         v1 = path.find("/v1/")
@@ -144,6 +161,7 @@ class ShoalApp:
         if path == "/metrics" and request.method == "GET" and self.metrics is not None:
             # Prometheus text, on every role (an engine-only process has
             # the capacity numbers).
+            self._allow(request, "GetMetrics")
             body = self.metrics.scrape()
             request.content_type = METRICS_CONTENT_TYPE
             return 200, body
@@ -176,6 +194,7 @@ class ShoalApp:
             if operation is None:
                 raise WireError(400, "UnknownOperationException", f"Unknown operation {target}.")
             params = clean_input(operation, request.json_body())
+            self._allow(request, name)
             return logs_api.handler(name)(self.ctx, self.logs, params)
         if target.startswith(events_api.TARGET_PREFIX):
             request.service = "events"
@@ -184,6 +203,7 @@ class ShoalApp:
             if operation is None:
                 raise WireError(400, "UnknownOperationException", f"Unknown operation {target}.")
             params = clean_input(operation, request.json_body())
+            self._allow(request, name)
             return events_api.handler(name)(self.ctx, params)
         raise WireError(
             400,
@@ -205,8 +225,67 @@ class ShoalApp:
         params["resourceArn"] = arn
         return self._call(name, params, request)
 
+    # -- who may ------------------------------------------------------------------
+    async def _authenticate(self, request: Request, send: Send, request_id: str) -> bool:
+        """Check the request's signature (or, for the dashboard and metrics,
+        HTTP Basic); False when a browser was asked to log in instead."""
+        assert self.keys is not None
+        basic = web.is_dashboard(request.path) or request.path == "/metrics"
+        if basic and "authorization" not in request.headers:
+            # A browser asks its user for a key id and secret.
+            payload = b"Authentication required: an access key id and its secret."
+            headers = [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(payload)).encode()),
+                (b"www-authenticate", b'Basic realm="shoal", charset="UTF-8"'),
+                (b"x-amzn-requestid", request_id.encode()),
+            ]
+            await send({"type": "http.response.start", "status": 401, "headers": headers})
+            await send({"type": "http.response.body", "body": payload})
+            return False
+        request.key = self.keys.verify(
+            method=request.method,
+            raw_path=request.path,
+            query=request.query,
+            headers=request.headers,
+            body=request.body,
+            region=self.ctx.settings.region,
+            allow_basic=basic,
+        )
+        self.keys.admit(request.key)
+        return True
+
+    def _allow(self, request: Request, operation: str, queue: str | None = None) -> None:
+        if request.key is not None:
+            auth.authorize(request.key, operation, queue)
+
+    def _allow_dashboard(self, request: Request) -> None:
+        """Pages are reads; the actions are the API calls they make."""
+        if request.key is None:
+            return
+        parts = request.path.strip("/").split("/")
+        if request.method == "POST" and len(parts) == 4 and parts[:2] == ["ui", "jobs"]:
+            operation = {"cancel": "CancelJob", "terminate": "TerminateJob"}.get(
+                parts[3], "SubmitJob"
+            )
+            self._allow(request, operation, self._queue_of_job(parts[2]))
+        elif request.method == "POST":
+            self._allow(request, "UpdateDashboard")
+        else:
+            self._allow(request, "GetDashboard")
+
+    def _queue_of_job(self, job_id: str) -> str | None:
+        with self.ctx.store.read() as tx:
+            job = tx.get_jobs([job_id]).get(job_id)
+        return job.queue if job is not None else None
+
     def _call(self, name: str, params: dict[str, Any], request: Request) -> Any:
         cleaned = clean_input(batch.operation_model(name), params)
+        if request.key is not None:
+            queue = cleaned.get("jobQueue")
+            if name in ("CancelJob", "TerminateJob"):
+                queue = self._queue_of_job(str(cleaned.get("jobId", "")))
+            self._allow(request, name, queue)
         call = batch.Call(
             payload_size=len(request.body),
             invocation_id=request.headers.get("amz-sdk-invocation-id"),
