@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from pathlib import Path
+from typing import Any
 
 import click
 
 from shoal import __version__
+from shoal.cli.calls import server_errors
+from shoal.cli.completion import completion
 from shoal.cli.insight import cost, explain, interrupt
+from shoal.cli.jobs import describe, jobs
+from shoal.cli.resources import defs, envs, queues
+from shoal.cli.secrets_cmd import secrets
+from shoal.cli.stop import cancel, terminate
+from shoal.cli.submit import submit
+from shoal.cli.wait import wait
 from shoal.config import Settings, default_data_dir
 
 
@@ -26,6 +36,13 @@ def _pairs(items: tuple[str, ...]) -> dict[str, str]:
             raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--job-env")
         pairs[name] = value
     return pairs
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _store_url(ctx: click.Context, param: click.Parameter, value: str) -> str | None:
@@ -164,6 +181,21 @@ def _store_url(ctx: click.Context, param: click.Parameter, value: str) -> str | 
     help="Interruptions per instance-hour of SPOT and FARGATE_SPOT compute environments "
     "without a shoal:spot-interruption-rate tag (each running job counts as an instance).",
 )
+@click.option(
+    "--credentials",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    envvar="SHOAL_CREDENTIALS",
+    help="JSON file of access keys and their roles: every request must then be signed "
+    "(SigV4) with one of them. Without it the server listens on loopback only.",
+)
+@click.option(
+    "--job-user",
+    default=None,
+    metavar="USER",
+    help="Run process-executor jobs as this unprivileged user (name or uid) instead of "
+    "the server's user.",
+)
 @click.option("--log-level", default="info", show_default=True)
 def server(
     host: str,
@@ -188,6 +220,8 @@ def server(
     ray_address: str | None,
     missed_schedules: str,
     spot_interruption_rate: float,
+    credentials: Path | None,
+    job_user: str | None,
     log_level: str,
 ) -> None:
     """Run the shoal server in the foreground."""
@@ -222,7 +256,15 @@ def server(
         ray_address=ray_address,
         missed_schedules=missed_schedules,
         spot_interruption_rate=spot_interruption_rate,
+        credentials_file=credentials,
+        job_user=job_user,
     )
+    if credentials is None and not _loopback(host):
+        raise click.ClickException(
+            f"refusing to listen on {host} without --credentials: anyone who can reach it "
+            "could run commands on this host. Give access keys (--credentials FILE), or "
+            "listen on 127.0.0.1."
+        )
     release_engine = None
     if settings.engine and settings.store_url is None:
         try:
@@ -231,8 +273,14 @@ def server(
             raise click.ClickException(str(e)) from None
     try:
         runtime = build(settings)
-    except StoreError as e:
+    except (StoreError, ValueError) as e:
         raise click.ClickException(str(e)) from e
+    if credentials is None:
+        click.echo(
+            f"no --credentials: requests are not authenticated, so shoal listens on {host} "
+            "only; anyone on this host can use it.",
+            err=True,
+        )
     if store is None:
         where = f"data in {settings.data_dir}"
     else:
@@ -267,19 +315,26 @@ def server(
 @click.option("--endpoint-url", default=None, help="shoal server [default: $AWS_ENDPOINT_URL].")
 def logs(job_id: str, follow: bool, attempt: int | None, endpoint_url: str | None) -> None:
     """Print the output of a job's attempt (CloudWatch Logs, as AWS stores it)."""
-    import time
-
     from shoal.cli.client import client
 
     batch = client("batch", endpoint_url)
     logs_client = client("logs", endpoint_url)
+    with server_errors(endpoint_url):
+        _print_logs(batch, logs_client, job_id, follow, attempt)
+
+
+def _print_logs(
+    batch: Any, logs_client: Any, job_id: str, follow: bool, attempt: int | None
+) -> None:
+    import time
+
     token: str | None = None
     stream: str | None = None
     group = "/aws/batch/job"
     while True:
         jobs = batch.describe_jobs(jobs=[job_id])["jobs"]
         if not jobs:
-            raise click.ClickException(f"job {job_id} not found")
+            raise click.ClickException(f"Job {job_id} not found.")
         job = jobs[0]
         if stream is None:
             attempts = [a["container"].get("logStreamName") for a in job.get("attempts", [])]
@@ -423,6 +478,19 @@ def destroy(
 cli.add_command(cost)
 cli.add_command(explain)
 cli.add_command(interrupt)
+cli.add_command(submit)
+cli.add_command(jobs)
+cli.add_command(describe)
+cli.add_command(wait)
+cli.add_command(cancel)
+cli.add_command(terminate)
+cli.add_command(queues)
+cli.add_command(envs)
+cli.add_command(defs)
+cli.add_command(completion)
+
+
+cli.add_command(secrets)
 
 
 def main() -> None:
