@@ -59,5 +59,8 @@ class Settings:
     # Access keys (JSON, api/auth.py) every request must be signed with;
     # None: no authentication, and the server keeps to loopback.
     credentials_file: Path | None = None
+    # The unprivileged user (name or uid) the process executor runs jobs as;
+    # None: as the server's own user.
+    job_user: str | None = None
     # How often a running job's output is moved into the log store.
     log_poll_seconds: float = 0.2

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import pwd
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,19 @@ class Runtime:
 
 
 _STANDBY_POLL_SECONDS = 0.5  # how soon a standby engine takes over from a dead one
+
+
+def job_user_ids(user: str | None) -> tuple[int, int] | None:
+    """(uid, gid) of the user jobs run as; ValueError for an unknown one."""
+    if user is None:
+        return None
+    try:
+        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    except KeyError:
+        raise ValueError(f"no user {user} on this host (--job-user)") from None
+    if entry.pw_uid == 0:
+        raise ValueError("--job-user must be an unprivileged user, not root")
+    return entry.pw_uid, entry.pw_gid
 
 
 def host_limits(settings: Settings) -> Limits:
@@ -129,6 +143,7 @@ def build(settings: Settings) -> Runtime:
             run_dir=run_dir(name),
             cgroups=MemoryCgroups(name),
             log_poll_seconds=settings.log_poll_seconds,
+            job_user=job_user_ids(settings.job_user),
         )
         docker = DockerExecutor(
             logs,

@@ -69,6 +69,7 @@ from shoal.executors.base import (
 )
 from shoal.logs.store import LogStore
 from shoal.metrics import EngineMetrics
+from shoal.secrets import SecretStore
 from shoal.service.context import Context
 from shoal.store.base import Transaction
 
@@ -150,6 +151,7 @@ class Engine:
         `shoal:spot-interruption-rate` tag (each attempt counts as an
         instance)."""
         self.ctx = ctx
+        self.secrets = SecretStore(ctx.settings.data_dir / "secrets")
         self.metrics = metrics if metrics is not None else EngineMetrics()
         self.spot_interruption_rate = spot_interruption_rate
         self._rng = rng or random.Random()
@@ -941,6 +943,16 @@ class Engine:
             env["AWS_BATCH_JOB_ARRAY_INDEX"] = str(job.spec["arrayIndex"])
             # Not set by AWS (a long-standing feature request); harmless to add.
             env["AWS_BATCH_JOB_ARRAY_SIZE"] = str(job.spec.get("arraySize", ""))
+        for secret in container.get("secrets") or []:
+            # Resolved at launch, into the environment only: never stored.
+            secret_value = self.secrets.resolve(str(secret.get("valueFrom", "")))
+            if secret_value is None:
+                raise LaunchError(
+                    "ResourceInitializationError: unable to pull secrets: "
+                    f"{secret.get('valueFrom')} is not in this server's secret store "
+                    "(shoal secrets put NAME)"
+                )
+            env[str(secret["name"])] = secret_value
         extra: Json = {}
         if props is not None and node is not None:
             env.update(multinode.node_environment(props, node))

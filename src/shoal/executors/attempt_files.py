@@ -67,8 +67,20 @@ class Launched(TypedDict):
 
 class AttemptFiles:
     def __init__(
-        self, root: Path, run: Path, logs: LogStore, cgroups: MemoryCgroups | None
+        self,
+        root: Path,
+        run: Path,
+        logs: LogStore,
+        cgroups: MemoryCgroups | None,
+        job_user: tuple[int, int] | None = None,
     ) -> None:
+        """`job_user`: (uid, gid) the jobs run as, when not as this process's
+        user: their working directories are theirs, and `setpriv` drops to
+        them (no supplementary groups) just before the command."""
+        self.job_user = job_user
+        self._setpriv = shutil.which("setpriv") if job_user is not None else None
+        if job_user is not None and self._setpriv is None:
+            raise OSError("running jobs as another user needs setpriv (util-linux)")
         self.root = root
         self.run = run
         self.logs = logs
@@ -131,6 +143,23 @@ class AttemptFiles:
             raise LaunchError(
                 f"CannotStartContainerError: cannot make the working directory: {e}"
             ) from None
+        if self.job_user is not None:
+            try:
+                os.chown(workdir, *self.job_user)
+            except OSError as e:
+                raise LaunchError(
+                    f"CannotStartContainerError: cannot give the working directory to the "
+                    f"job's user: {e}"
+                ) from None
+            uid, gid = self.job_user
+            command = [
+                str(self._setpriv),
+                f"--reuid={uid}",
+                f"--regid={gid}",
+                "--clear-groups",
+                "--",
+                *command,
+            ]
         cgroup = None
         memory = request["memory_mib"]
         if self.cgroups is not None and memory:

@@ -268,8 +268,13 @@ def main() -> None:
     sock = socket.socket(fileno=int(sys.argv[1]))
     config = orjson.loads(sys.stdin.buffer.read())
     cgroups = MemoryCgroups(config["cgroup"], sweep=False) if config.get("cgroup") else None
+    user = config.get("user")
     files = AttemptFiles(
-        Path(config["root"]), Path(config["run"]), LogStore(Path(config["logs"])), cgroups
+        Path(config["root"]),
+        Path(config["run"]),
+        LogStore(Path(config["logs"])),
+        cgroups,
+        (int(user[0]), int(user[1])) if user else None,
     )
     with contextlib.suppress(KeyboardInterrupt):
         _serve(sock, files)

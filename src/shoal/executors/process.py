@@ -107,6 +107,7 @@ class ProcessExecutor:
         cgroups: MemoryCgroups | None = None,
         log_poll_seconds: float = 0.2,
         use_launcher: bool = True,
+        job_user: tuple[int, int] | None = None,
     ) -> None:
         """`use_launcher` needs a running event loop (the launcher's answers
         arrive on it)."""
@@ -115,7 +116,7 @@ class ProcessExecutor:
         # Made anew means the host restarted (tmpfs) since attempts last ran.
         self.host_restarted = run_dir is not None and run_dir != root and not run.exists()
         run.mkdir(parents=True, exist_ok=True)
-        self.files = AttemptFiles(root, run, logs, cgroups)
+        self.files = AttemptFiles(root, run, logs, cgroups, job_user)
         self._home = {
             "host": os.uname().nodename,
             "boot": _boot_id(),
@@ -142,6 +143,7 @@ class ProcessExecutor:
                         "run": str(run),
                         "logs": str(logs.root),
                         "cgroup": cgroups.root.name if cgroups and cgroups.root else None,
+                        "user": list(job_user) if job_user else None,
                     }
                 )
             except OSError as e:
