@@ -138,6 +138,22 @@ def unique() -> str:
 # -- helpers --------------------------------------------------------------------------
 
 
+def open_page(browser: Any, url: str, timeout: float = 30.0) -> None:
+    """Load `url` and wait until the page has a body: on a loaded machine
+    Chromium may return from get() before it has rendered anything, and a
+    load that came back blank is tried again."""
+    deadline = time.monotonic() + timeout
+    while True:
+        browser.get(url)
+        ready = time.monotonic() + 5
+        while time.monotonic() < min(ready, deadline):
+            if "</body>" in browser.page_source and browser.find_elements(By.TAG_NAME, "main"):
+                return
+            time.sleep(0.05)
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{url} did not load within {timeout} s")
+
+
 def job_url(server: Server, job_id: str) -> str:
     return f"{server.url}/ui/jobs/{quote(job_id, safe=':')}"
 
@@ -239,7 +255,7 @@ def test_overview_shows_queues_and_compute_environments(
         for job in queued:
             wait_for(batch, job, "RUNNABLE")
 
-        browser.get(server.url + "/ui")
+        open_page(browser, server.url + "/ui")
         html = browser.page_source
         assert page_counts(html, run["queue_name"]) == counts(RUNNING=2, SUCCEEDED=1)
         assert page_counts(html, held["queue_name"]) == counts(RUNNABLE=3)
@@ -286,7 +302,7 @@ def test_array_progress_advances_without_reload(
             20,
             "4 running children",
         )
-        browser.get(job_url(server, parent))
+        open_page(browser, job_url(server, parent))
         mark_document(browser)
         on_page(browser, lambda: text(browser, '[data-summary="RUNNING"]') == "4", "4 running")
         assert text(browser, "#array-done") == "0"
@@ -325,7 +341,7 @@ def test_log_lines_appear_while_the_job_runs(
     )
     try:
         wait_for(batch, job, "RUNNING")
-        browser.get(job_url(server, job))
+        open_page(browser, job_url(server, job))
         mark_document(browser)
         on_page(browser, lambda: "first line" in text(browser, "#log-lines"), "the first line")
         assert "second line" not in text(browser, "#log-lines")
@@ -354,7 +370,7 @@ def test_cancel_and_terminate_from_the_page(
     held = make_env(batch, f"{unique}-held", ce_state="DISABLED")
     queued = submit(batch, held, name="to-cancel")
     wait_for(batch, queued, "RUNNABLE")
-    browser.get(job_url(server, queued))
+    open_page(browser, job_url(server, queued))
     reason = "<b>cancelled</b> from the page & test"
     box = browser.find_element(By.CSS_SELECTOR, "input[name=reason]")
     box.clear()
@@ -378,7 +394,7 @@ def test_cancel_and_terminate_from_the_page(
     running = submit(batch, run, gate_script(gate), name="to-terminate")
     try:
         wait_for(batch, running, "RUNNING")
-        browser.get(job_url(server, running))
+        open_page(browser, job_url(server, running))
         browser.find_element(By.ID, "terminate").click()
         accept_confirm(browser)
         on_page(browser, lambda: "done=terminate" in browser.current_url, "the page after it")
@@ -417,7 +433,7 @@ def test_resubmit_makes_the_same_job_again(
         tags={"team": "data"},
     )
     wait_for(batch, original, "RUNNABLE")
-    browser.get(job_url(server, original))
+    open_page(browser, job_url(server, original))
     browser.find_element(By.ID, "resubmit").click()
     accept_confirm(browser)
     on_page(browser, lambda: "from=" in browser.current_url, "the new job's page")
@@ -491,7 +507,7 @@ def test_secret_values_stay_out_of_the_page(
     stored = repr(detail)
     assert all(s in stored for s in secrets)  # the API has them; the dashboard must not show them
 
-    browser.get(job_url(server, job))
+    open_page(browser, job_url(server, job))
     html = browser.page_source
     for name in ("DB_PASSWORD", "SESSION_TOKEN", "DATABASE_URL", "API_KEY", "REGION_NAME"):
         assert name in html
