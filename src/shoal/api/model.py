@@ -9,6 +9,7 @@ SDKs may send them; AWS ignores what it does not know, and so does shoal).
 from __future__ import annotations
 
 import functools
+import reprlib
 from typing import Any
 
 import botocore.session
@@ -43,9 +44,17 @@ def _json_type(value: Any) -> str:
     return "object" if isinstance(value, dict) else type(value).__name__
 
 
+# A value shown in a message: its start, and never more than three levels
+# deep (repr() of a list nested 1000 deep, which JSON allows, would raise
+# RecursionError).
+_PREVIEW = reprlib.Repr()
+_PREVIEW.maxlevel, _PREVIEW.maxstring, _PREVIEW.maxother = 3, 80, 80
+
+
 def _wrong(path: str, expected: str, value: Any) -> InvalidRequest:
+    shown = _PREVIEW.repr(value)
     return InvalidRequest(
-        f"Invalid type for {path}: expected {expected}, got {_json_type(value)} {value!r:.60}."
+        f"Invalid type for {path}: expected {expected}, got {_json_type(value)} {shown:.60}."
     )
 
 

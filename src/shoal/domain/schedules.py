@@ -128,7 +128,14 @@ def _parse_rate(expression: str, body: str) -> RateSchedule:
         raise _error(expression, f"a rate of 1 takes the singular unit '{singular}'")
     if value != 1 and unit == singular:
         raise _error(expression, f"a rate of {value} takes the plural unit '{singular}s'")
-    return RateSchedule(expression=expression, period_ms=value * _RATE_UNITS_MS[singular])
+    period_ms = value * _RATE_UNITS_MS[singular]
+    if period_ms > _END_MS:
+        # Longer than cron's whole calendar (1970-2199): it would never
+        # fire, and its fire times need not fit the store's 64-bit integers.
+        raise _error(
+            expression, f"rate value {value} is too large: the period is longer than 230 years"
+        )
+    return RateSchedule(expression=expression, period_ms=period_ms)
 
 
 # --- cron: day rules ------------------------------------------------------------

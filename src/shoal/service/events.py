@@ -40,6 +40,7 @@ log = logging.getLogger("shoal.service.events")
 _NAME = re.compile(r"^[.\-_A-Za-z0-9]{1,64}$")
 _MAX_TARGETS = 5  # per rule, as AWS allows
 _MAX_PER_CALL = 10  # targets per PutTargets / ids per RemoveTargets
+_MAX_INPUT_DEPTH = 64  # nesting of a target's Input (ContainerOverrides needs 4)
 
 
 def rule_arn(ctx: Context, name: str) -> str:
@@ -225,9 +226,16 @@ def _check_target(target: Json) -> None:
         if len(text) > 8192:
             raise InvalidRequest(f"Input of target {target['Id']} is longer than 8192 characters.")
         try:
-            orjson.loads(text)
+            document = orjson.loads(text)
         except orjson.JSONDecodeError:
             raise InvalidRequest(f"Input of target {target['Id']} is not valid JSON.") from None
+        if _depth(document) > _MAX_INPUT_DEPTH:
+            # Firing walks the input recursively (`submit_request`): a deeper one
+            # would raise RecursionError there, at every tick, for every rule due.
+            raise InvalidRequest(
+                f"Input of target {target['Id']} is nested more than {_MAX_INPUT_DEPTH} levels "
+                "deep."
+            )
     parsed = parse_arn(target["Arn"])
     if parsed is not None and parsed.kind == "job-queue" and not target.get("BatchParameters"):
         raise InvalidRequest(
@@ -246,6 +254,18 @@ def _check_target(target: Json) -> None:
             f"BatchParameters.RetryStrategy.Attempts of target {target['Id']} must be between "
             "1 and 10."
         )
+
+
+def _depth(document: Any) -> int:
+    """How deeply a JSON document nests (a scalar: 0), without recursion."""
+    deepest, level = 0, [(document, 0)]
+    while level:
+        value, depth = level.pop()
+        if isinstance(value, dict | list):
+            depth += 1
+            deepest = max(deepest, depth)
+            level += [(v, depth) for v in (value.values() if isinstance(value, dict) else value)]
+    return deepest
 
 
 def put_targets(ctx: Context, req: Json) -> Json:

@@ -52,12 +52,13 @@ def split_ref(ref: str) -> tuple[str, int | None]:
         ref = parsed.rest
     m = _REVISIONED.match(ref)
     if m:
-        revision = int(m.group("rev"))
-        if revision > _MAX_REVISION:
+        # (int() refuses more than 4300 digits: no revision has 19.)
+        digits = m.group("rev")
+        if len(digits) > 18 or int(digits) > _MAX_REVISION:
             raise InvalidRequest(
-                f"Revision {revision} of job definition {m.group('name')} is out of range."
+                f"Revision {digits:.30} of job definition {m.group('name')} is out of range."
             )
-        return m.group("name"), revision
+        return m.group("name"), int(digits)
     return ref, None
 
 

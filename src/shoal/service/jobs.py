@@ -38,6 +38,7 @@ def describe(ctx: Context, req: Json) -> Json:
     }
 
 
+_MAX_MS = 2**63 - 1
 _FILTERS = (
     "JOB_NAME",
     "JOB_DEFINITION",
@@ -67,7 +68,10 @@ def _apply_filter(query: dict[str, Any], name: str, value: str) -> None:
             query["definition_name"] = def_name
             query["definition_revision"] = revision
     elif name in ("BEFORE_CREATED_AT", "AFTER_CREATED_AT"):
-        if not value.isdigit():
+        # ASCII digits only: isdigit alone takes '²' (which int() refuses) and
+        # other scripts' digits; and the store's integers have 64 bits.
+        digits = value.isascii() and value.isdigit() and len(value) <= 19
+        if not digits or int(value) > _MAX_MS:
             raise InvalidRequest(f"{name} takes epoch milliseconds as digits; got {value!r}.")
         key = "created_before" if name == "BEFORE_CREATED_AT" else "created_after"
         query[key] = int(value)

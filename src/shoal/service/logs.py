@@ -10,15 +10,31 @@ import zlib
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import orjson
 
-from shoal.domain.errors import InvalidRequest
+from shoal.domain.errors import InvalidRequest, NotFound
 from shoal.domain.records import Json
 from shoal.logs.store import Event, LogStore, check_limit
 
 _TOKEN = re.compile(r"^([fb])/([0-9]{1,18})$")
 _SCAN_PER_CALL = 200_000
+_MAX_NAME = 512  # AWS: log group and log stream names have 1 to 512 characters
+_MAX_FILE_NAME = 255  # bytes, on the file systems the log store lives on
+
+
+def _check_name(name: str, what: str) -> None:
+    """A group or stream name the log store can look up.
+
+    The store keeps each name as a file name (percent-encoded, which leaves
+    '.' alone): '.' and '..' would name directories around the store, and a
+    name longer than a file name can be was never stored: as far as the
+    caller can tell, neither exists."""
+    if len(name) > _MAX_NAME:
+        raise InvalidRequest(f"{what} must be at most {_MAX_NAME} characters; got {len(name)}.")
+    if name in (".", "..") or len(quote(name, safe="").encode()) > _MAX_FILE_NAME:
+        raise NotFound(f"The specified {what} does not exist.")
 
 
 def _group(req: Json) -> str:
@@ -28,7 +44,9 @@ def _group(req: Json) -> str:
     if ident is not None and ident.startswith("arn:"):
         # arn:aws:logs:<region>:<account>:log-group:<name>[:*]
         ident = ident.split(":log-group:", 1)[-1].removesuffix(":*")
-    return str(name if name is not None else ident)
+    group = str(name if name is not None else ident)
+    _check_name(group, "log group")
+    return group
 
 
 def _wire(event: Event) -> Json:
@@ -78,6 +96,7 @@ def _window_page(
 
 def get_log_events(logs: LogStore, req: Json) -> Json:
     group, stream = _group(req), req["logStreamName"]
+    _check_name(stream, "log stream")
     limit = check_limit(req.get("limit"), 10_000, 10_000)
     start, end = req.get("startTime"), req.get("endTime")
     token = req.get("nextToken")
@@ -159,10 +178,7 @@ def filter_log_events(logs: LogStore, req: Json) -> Json:
         streams = [s for s in streams if s in set(names)]
     offsets: dict[str, int] = {s: 0 for s in streams}
     if req.get("nextToken"):
-        try:
-            offsets.update(orjson.loads(base64.urlsafe_b64decode(req["nextToken"].encode())))
-        except (ValueError, orjson.JSONDecodeError):
-            raise InvalidRequest("The specified nextToken is invalid.") from None
+        offsets.update(_offsets_token(req["nextToken"]))
     readers = [_read_stream(logs.stream_path(group, s), s, offsets[s]) for s in streams]
     events: list[Json] = []
     more = False
@@ -270,10 +286,25 @@ def describe_log_groups(logs: LogStore, req: Json, arn_prefix: str) -> Json:
     return out
 
 
+def _offsets_token(token: str) -> dict[str, int]:
+    """FilterLogEvents' token: each stream's byte offset, as it made them."""
+    try:
+        doc = orjson.loads(base64.urlsafe_b64decode(token.encode()))
+    except (ValueError, orjson.JSONDecodeError):
+        doc = None
+    if not isinstance(doc, dict) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63 for v in doc.values()
+    ):
+        raise InvalidRequest("The specified nextToken is invalid.")
+    return doc
+
+
 def _index_token(token: str | None) -> int:
     if not token:
         return 0
-    if not token.isdigit():
+    # isdigit alone would take '²' and other digits int() does not (nor
+    # more than 4300 of them).
+    if not (token.isascii() and token.isdigit() and len(token) <= 18):
         raise InvalidRequest("The specified nextToken is invalid.")
     return int(token)
 
