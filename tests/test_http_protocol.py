@@ -75,3 +75,32 @@ def test_uvicorn_alone_writes_headers_and_body_apart() -> None:
     writes = asyncio.run(serve_one(HttpToolsProtocol))
     assert len(writes) == 2
     assert writes[1] == b'{"jobId": "x"}'
+
+
+def test_bytes_that_are_not_http_get_an_aws_shaped_400(tmp_path: Any) -> None:
+    # The protocol answers these itself (the app never sees them): JSON with
+    # __type, like every other error, where uvicorn alone sends plain text.
+    import json
+    import socket
+
+    from conftest import start_server
+
+    server = start_server(tmp_path)
+    try:
+        for raw in (
+            b"GET /health HTTP/1.1\r\nHost: x\r\nBad\x01Header: y\r\n\r\n",
+            b"BREW / HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"POST /v1/submitjob HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        ):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+                sock.sendall(raw)
+                reply = b""
+                while chunk := sock.recv(65536):
+                    reply += chunk
+            head, _, body = reply.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 400"), reply
+            assert b"content-type: application/json" in head.lower(), reply
+            doc = json.loads(body)
+            assert doc["__type"] == "ClientException" and doc["message"], doc
+    finally:
+        server.stop()

@@ -10,6 +10,10 @@ writes made in one event-loop turn into one send means a reply reaches the
 client whole or not at all; a lost reply is a connection error, which the
 SDK retries with the same invocation id, and that returns the job the first
 call created.
+
+A request that is not HTTP at all (a bad method, control characters in a
+header, a lying chunked body) never reaches the app: uvicorn answers it, and
+here that answer is AWS-shaped JSON like every other error, not plain text.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 
@@ -68,3 +73,21 @@ class WholeReplyProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         joined = JoinedWrites(transport, asyncio.get_running_loop())
         super().connection_made(joined)  # type: ignore[arg-type]
+
+    def send_400_response(self, msg: str) -> None:
+        body = orjson.dumps({"__type": "ClientException", "message": f"{msg} (malformed HTTP)"})
+        content = [b"HTTP/1.1 400 Bad Request\r\n"]
+        for name, value in self.server_state.default_headers:
+            content.extend([name, b": ", value, b"\r\n"])
+        content.extend(
+            [
+                b"content-type: application/json\r\n",
+                b"x-amzn-errortype: ClientException\r\n",
+                b"content-length: " + str(len(body)).encode("ascii") + b"\r\n",
+                b"connection: close\r\n",
+                b"\r\n",
+                body,
+            ]
+        )
+        self.transport.write(b"".join(content))
+        self.transport.close()
