@@ -304,6 +304,12 @@ def test_unknown_dependency_is_rejected(batch: Any) -> None:
     assert unknown in message
     message = client_error(batch.submit_job, **base, dependsOn=[{"type": "SEQUENTIAL"}])
     assert "SEQUENTIAL" in message
+    # A child reference must name a child: an array job and an index inside it.
+    plain = submit(batch, env, ["true"], name="plain")
+    array = submit(batch, env, ["true"], name="arr", arrayProperties={"size": 2})
+    for ref in (f"{plain}:0", f"{array}:2", f"{array}:x", f"{array}:-1"):
+        message = client_error(batch.submit_job, **base, dependsOn=[{"jobId": ref}])
+        assert ref in message, message
     listed = batch.list_jobs(
         jobQueue=env["queue_name"], filters=[{"name": "JOB_NAME", "values": ["j"]}]
     )

@@ -75,6 +75,14 @@ def _check_dependencies(tx: Transaction, depends_on: list[Json], is_array: bool)
         wanted.append(job_id.split(":", 1)[0])
     found = tx.get_jobs(wanted)
     missing = [j for j in wanted if j not in found]
+    for dep in depends_on:
+        # `<array job id>:<index>` names one child: the index must be one.
+        parent, colon, index = str(dep.get("jobId") or "").partition(":")
+        job = found.get(parent)
+        if colon and job is not None:
+            size = job.array_size
+            if size is None or not (index.isascii() and index.isdigit()) or int(index) >= size:
+                missing.append(str(dep["jobId"])[:100])
     if missing:
         raise NotFound(f"Dependent job(s) not found: {', '.join(missing)}.")
 
