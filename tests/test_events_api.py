@@ -141,6 +141,14 @@ def test_bad_names_and_missing_members_are_refused(events: Any) -> None:
     assert code == "ValidationException" and "no spaces" in message
     code, _, _ = error(events.put_rule, Name="x" * 65, ScheduleExpression="rate(1 day)")
     assert code == "ValidationException"
+    # Rules live on the default bus only, named or by ARN.
+    code, message, _ = error(
+        events.put_rule, Name="on-custom", ScheduleExpression="rate(1 day)", EventBusName="mine"
+    )
+    assert (code, message) == ("ResourceNotFoundException", "Event bus mine does not exist.")
+    bus = "arn:aws:events:us-east-1:123456789012:event-bus/default"
+    events.put_rule(Name="on-default", ScheduleExpression="rate(1 day)", EventBusName=bus)
+    assert events.describe_rule(Name="on-default", EventBusName="default")["Name"] == "on-default"
 
 
 def test_bad_targets_are_refused_and_change_nothing(events: Any, unique: str) -> None:

@@ -49,9 +49,7 @@ def rule_arn(ctx: Context, name: str) -> str:
 
 def _check_bus(req: Json) -> None:
     bus = req.get("EventBusName")
-    if bus not in (None, "default", f"arn:aws:events:::event-bus/{bus}") and not str(bus).endswith(
-        ":event-bus/default"
-    ):
+    if bus is not None and bus != "default" and not str(bus).endswith(":event-bus/default"):
         raise NotFound(f"Event bus {bus} does not exist.")
 
 
