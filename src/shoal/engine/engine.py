@@ -656,8 +656,7 @@ class Engine:
                 del heads[share]
             if verdict == "placed" and len(placed) > before:
                 attempt = placed[-1][1]
-                attempt.share = (queue, share, policy.decay_ms)
-                attempt.placed_at = now
+                attempt.share = (queue, share, policy.decay_ms)  # placed_at set by _claim
                 self._shares.change((queue, share), need.vcpus or 0.0, now, policy.decay_ms)
 
     def _say_share_waits(
