@@ -107,6 +107,8 @@ class Server:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
+            # A server that will not stop prints where each thread is (stop()).
+            env={**os.environ, "PYTHONFAULTHANDLER": "1"},
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -124,7 +126,14 @@ class Server:
         assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-        return self.proc.wait(timeout)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)  # faulthandler: every thread's stack
+            self.proc.wait()
+            assert self.log_path is not None
+            tail = self.log_path.read_text(errors="replace")[-6000:]
+            raise AssertionError(f"shoal server did not stop in {timeout} s:\n{tail}") from None
 
     def client(self, service: str = "batch", **config: Any) -> Any:
         return boto3.client(

@@ -14,10 +14,13 @@ import json
 import os
 import shutil
 import signal
+import socket
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from conftest import Server
 from engine_support import (
@@ -37,6 +40,7 @@ from engine_support import (
     wait_until,
 )
 
+from shoal.executors import launcher
 from shoal.runtime import host_name, run_dir
 
 HOST_TERMINATED = "Host EC2"
@@ -214,3 +218,55 @@ def test_an_attempt_from_another_host_is_lost(tmp_path: Path, servers: list[Serv
     assert detail["statusReason"].startswith(HOST_TERMINATED)
     assert pid_alive(pid)  # not ours to stop: on "another host"
     os.kill(pid, signal.SIGKILL)
+
+
+class SlowCleanups:
+    """Stands in for AttemptFiles in the launcher's loop: each clean-up takes
+    a while, as thousands of them do on a loaded host."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.cleaned: list[str] = []
+
+    def clean(self, task: str, cgroup: str | None) -> None:
+        time.sleep(self.seconds)
+        self.cleaned.append(task)
+
+
+def test_a_stopping_launcher_does_not_wait_for_its_whole_clean_up_backlog() -> None:
+    # The server stops after a burst of jobs: the launcher has a backlog of
+    # clean-ups (launches came first). It cleans for a moment, then exits;
+    # the next start's sweep takes what is left.
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    files = SlowCleanups(0.05)
+    tasks = [[f"t{i}", None] for i in range(200)]  # 10 s of clean-ups
+    ours.send(orjson.dumps({"op": "clean", "tasks": tasks}))
+    ours.close()
+    started = time.monotonic()
+    launcher._serve(theirs, files)  # type: ignore[arg-type]
+    took = time.monotonic() - started
+    theirs.close()
+    assert took < launcher._CLEANUP_ON_EXIT_SECONDS + 1.0, took
+    assert 0 < len(files.cleaned) < len(tasks)
+    assert files.cleaned == [t for t, _ in tasks[: len(files.cleaned)]]  # oldest first
+
+
+def test_a_start_sweeps_files_an_attempt_left_behind(tmp_path: Path, servers: list[Server]) -> None:
+    # What a stop left uncleaned (or a crash between recording an exit and
+    # cleaning up) goes when the engine starts: no job owns it.
+    data = tmp_path / "data"
+    root = data / "attempts"
+    root.mkdir(parents=True)
+    run = run_dir(host_name(data)) or root
+    run.mkdir(parents=True, exist_ok=True)
+    task = "0123456789abcdef0123456789abcdef"
+    workdir = root / f"{task}.work"
+    workdir.mkdir()
+    (workdir / "output.csv").write_text("left behind\n")
+    leftovers = [workdir, run / f"{task}.out", run / f"{task}.exit"]
+    for path in leftovers[1:]:
+        path.write_text("0\n")
+    server = start_engine_server(tmp_path)
+    servers.append(server)
+    assert server.data_dir == data
+    wait_until(lambda: not any(p.exists() for p in leftovers), what="the sweep")

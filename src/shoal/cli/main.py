@@ -299,6 +299,9 @@ def server(
         http=WholeReplyProtocol,
         lifespan="on",
         access_log=False,
+        # A request still running after this much of a stop is cut off: a
+        # stop must not wait on a client (every reply is short; none streams).
+        timeout_graceful_shutdown=5,
         log_level="warning" if log_level == "info" else log_level,
     )
     try:

@@ -31,6 +31,7 @@ import select
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,10 @@ from shoal.logs.store import LogStore
 log = logging.getLogger("shoal.executors.launcher")
 
 _MAX_MESSAGE = 1 << 20
+# How long a launcher whose server is stopping goes on cleaning up, and how
+# long the server waits for it (a little more) before killing it.
+_CLEANUP_ON_EXIT_SECONDS = 1.0
+_EXIT_WAIT_SECONDS = 3.0
 
 
 class LauncherLost(Exception):
@@ -187,7 +192,7 @@ class Launcher:
             self.alive = False
         self.sock.close()
         try:
-            self.proc.wait(timeout=10)
+            self.proc.wait(timeout=_EXIT_WAIT_SECONDS)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
@@ -233,7 +238,12 @@ def _serve(sock: socket.socket, files: AttemptFiles) -> None:
             continue
         data = sock.recv(_MAX_MESSAGE)
         if not data:
-            for task, cgroup in cleanups:  # the server is gone: finish, then go
+            # The server is going. Clean up for a moment more, not for as long
+            # as a backlog of thousands takes: the server waits for us, and
+            # the next start sweeps what is left.
+            deadline = time.monotonic() + _CLEANUP_ON_EXIT_SECONDS
+            while cleanups and time.monotonic() < deadline:
+                task, cgroup = cleanups.popleft()
                 with contextlib.suppress(OSError):
                     files.clean(task, cgroup)
             return

@@ -486,7 +486,8 @@ class ProcessExecutor:
     def close(self) -> None:
         if self._launcher is not None:
             self._launcher.close()
-        self._cleaner.shutdown(wait=True)
+        # Clean-ups not yet made are left to the next start's sweep.
+        self._cleaner.shutdown(wait=True, cancel_futures=True)
         for fd in self._pidfds.values():
             os.close(fd)
         self._pidfds.clear()
