@@ -52,12 +52,18 @@ def reap_jobs(server: Server) -> None:
     Jobs run in their own process groups and outlive the server on purpose;
     a test that failed half-way must not leave `sleep 30`s behind."""
     root = run_dir(host_name(server.data_dir)) or server.data_dir / "attempts"
-    # The supervisor's pid is in `<task>.started`.
+    # `<task>.started` holds "PID START" of a job the launcher spawned, or the
+    # pid of a job's supervisor.
     for started in root.glob("*.started"):
-        with contextlib.suppress(OSError, ValueError):
-            pid = int(started.read_text().strip())
-            task = started.stem
-            if task.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = started.read_text().split()
+            pid = int(fields[0])
+            stat = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()
+            if len(fields) > 1:
+                ours = int(fields[1]) <= int(stat[19]) <= int(fields[1]) + 1
+            else:
+                ours = started.stem.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+            if ours:
                 os.killpg(pid, signal.SIGKILL)
 
 

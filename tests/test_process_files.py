@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -59,6 +60,23 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in text.split()]
 
 
+def zombies(pid: int) -> list[int]:
+    """Children of `pid` that ended and were not reaped."""
+    found = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        for child in children_of_thread(pid, int(tid)):
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{child}/stat").read_bytes().rsplit(b")", 1)[1].split()[0] == b"Z":
+                    found.append(child)
+    return found
+
+
+def children_of_thread(pid: int, tid: int) -> list[int]:
+    with contextlib.suppress(OSError):
+        return [int(p) for p in Path(f"/proc/{pid}/task/{tid}/children").read_text().split()]
+    return []
+
+
 def launcher_pid(server: Server) -> int:
     assert server.proc is not None
     for pid in children(server.proc.pid):
@@ -75,11 +93,15 @@ def test_jobs_survive_the_launcher_and_later_jobs_still_start(
     batch, logs = server.client("batch"), server.client("logs")
     env = make_env(batch, "l")
     gate = tmp_path / "gate"
-    running = submit(
-        batch, env, sh(f"echo before; until [ -e {gate} ]; do sleep 0.05; done; echo after")
-    )
+    wait = f"until [ -e {gate} ]; do sleep 0.05; done"
+    running = submit(batch, env, sh(f"echo before; {wait}; echo after"))
+    # It fails, and leaves a process behind (which must not stay a zombie).
+    failing = submit(batch, env, sh(f"sleep 60 & {wait}; exit 5"), name="failing")
     wait_for(batch, running, "RUNNING")
+    wait_for(batch, failing, "RUNNING")
 
+    # The launcher is the parent of the jobs it spawned: without it, they come
+    # to the server (their subreaper), which learns how they end.
     launcher = launcher_pid(server)
     os.kill(launcher, signal.SIGKILL)
     wait_gone(launcher)
@@ -87,6 +109,10 @@ def test_jobs_survive_the_launcher_and_later_jobs_still_start(
     detail = wait_for(batch, running)
     assert detail["status"] == "SUCCEEDED", detail
     assert job_log(logs, detail) == ["before", "after"]
+    detail = wait_for(batch, failing)
+    assert (detail["status"], detail["container"]["exitCode"]) == ("FAILED", 5), detail
+    assert server.proc is not None
+    wait_until(lambda: not zombies(server.proc.pid), what="the server to reap what it adopted")
 
     later = [submit(batch, env, sh(f"echo job {i}; exit {i}"), name=f"later{i}") for i in range(3)]
     for i, job_id in enumerate(later):
@@ -270,3 +296,19 @@ def test_a_start_sweeps_files_an_attempt_left_behind(tmp_path: Path, servers: li
     servers.append(server)
     assert server.data_dir == data
     wait_until(lambda: not any(p.exists() for p in leftovers), what="the sweep")
+
+
+def test_a_program_that_is_not_executable_fails_to_start(
+    tmp_path: Path, servers: list[Server]
+) -> None:
+    server = start_engine_server(tmp_path)
+    servers.append(server)
+    batch = server.client("batch")
+    env = make_env(batch, "x")
+    script = tmp_path / "script.sh"
+    script.write_text("echo never\n")  # mode 644: exec is refused
+    detail = wait_for(batch, submit(batch, env, [str(script)]))
+    assert (detail["status"], detail["statusReason"]) == ("FAILED", "Task failed to start"), detail
+    reason = detail["container"]["reason"]
+    assert reason == f'CannotStartContainerError: exec: "{script}": permission denied', reason
+    assert "exitCode" not in detail["container"]

@@ -7,8 +7,9 @@ a `LaunchRequest` that crosses a socket as JSON.
 
 Per attempt: `<task>.work/` under the root on disk (the job's working
 directory), and under the run directory `<task>.out` (its output),
-`<task>.started` (the supervisor's pid), `<task>.exit` (the exit status) and
-`<task>.pumped` (how much output has reached the log store).
+`<task>.started` (the claim on the attempt, then "PID START" of the job the
+launcher spawned, or the pid of its supervisor), `<task>.exit` (the exit
+status) and `<task>.pumped` (how much output has reached the log store).
 
 The run directory is on tmpfs where the host has one: these files need only
 outlive the server's process, not the host (a reboot ends the jobs too), and
@@ -23,6 +24,7 @@ import contextlib
 import os
 import shutil
 import signal
+import time
 from pathlib import Path
 from typing import TypedDict
 
@@ -30,7 +32,8 @@ from shoal.executors.base import LaunchError
 from shoal.executors.cgroups import MemoryCgroups
 from shoal.logs.store import LogStore
 
-# The supervisor of each attempt, run by `sh -c`:
+# The supervisor of each attempt the server launches itself (when it has no
+# launcher process; the launcher spawns and supervises attempts directly), run by `sh -c`:
 # - claims the attempt atomically (`set -C` makes `>` an O_EXCL create), so an
 #   attempt that a restarted server has declared abandoned never starts late;
 # - joins the attempt's memory cgroup, so MEMORY is a hard limit;
@@ -50,6 +53,58 @@ echo $? > "$r.exit"
 _POOL_SIZE = 256  # emptied working directories kept for reuse
 
 
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _ticks(boottime_ns: int) -> int:
+    return boottime_ns * _CLOCK_TICKS // 1_000_000_000
+
+
+def same_start(recorded: int, actual: int) -> bool:
+    """Is `actual` (from /proc/PID/stat) the start recorded at the spawn? The
+    record is the tick the spawn began in; the child's start may fall in the next."""
+    return recorded <= actual <= recorded + 1
+
+
+def process_start(pid: int) -> int:
+    """When `pid` started (clock ticks since boot); 0 if it is gone. With the
+    pid, it names one process: a pid can be reused, the pair cannot (pids
+    wrap after millions of processes, not within one clock tick)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return 0
+    return int(stat.rsplit(b")", 1)[1].split()[19])
+
+
+def own_cgroup_procs(cgroups: MemoryCgroups | None) -> Path | None:
+    """The `cgroup.procs` of the memory cgroup this process is in now."""
+    if cgroups is None or cgroups.root is None:
+        return None
+    mount = cgroups.root.parent
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if (cgroups.v2 and controllers == "") or (
+            not cgroups.v2 and "memory" in controllers.split(",")
+        ):
+            return mount / path.lstrip("/") / "cgroup.procs"
+    return None
+
+
+def _join(procs: Path | str) -> None:
+    """Move this process into the cgroup of `procs` ("0": the writer)."""
+    fd = os.open(procs, os.O_WRONLY)
+    try:
+        os.write(fd, b"0")
+    finally:
+        os.close(fd)
+
+
 class LaunchRequest(TypedDict):
     task: str
     command: list[str]
@@ -59,10 +114,14 @@ class LaunchRequest(TypedDict):
     log_stream: str
 
 
-class Launched(TypedDict):
+class Launched(TypedDict, total=False):
     task: str
     pid: int
     cgroup: str | None
+    # Set for an attempt spawned directly by the launcher, which supervises
+    # it: the process's start time (clock ticks since boot, /proc/PID/stat),
+    # which tells it from a later process that got the same pid.
+    start: int
 
 
 class AttemptFiles:
@@ -85,6 +144,8 @@ class AttemptFiles:
         self.run = run
         self.logs = logs
         self.cgroups = cgroups
+        # Where a direct spawn comes back to after joining a job's cgroup.
+        self.home_cgroup = own_cgroup_procs(cgroups)
         self._root, self._run = str(root), str(run)  # paths built per attempt
         self._pool = root / ".pool"
         self._pool.mkdir(parents=True, exist_ok=True)
@@ -102,9 +163,12 @@ class AttemptFiles:
         return self.cgroups.root / task if self.cgroups and self.cgroups.root else None
 
     # -- launching ------------------------------------------------------------
-    def launch(self, request: LaunchRequest) -> Launched:
+    def launch(self, request: LaunchRequest, *, direct: bool = False) -> Launched:
         """Make the attempt's stream, working directory and cgroup, then spawn
-        its supervisor (in a session of its own); LaunchError if it cannot."""
+        its supervisor (in a session of its own); LaunchError if it cannot.
+
+        `direct` (the launcher process only): spawn the command itself, with
+        no supervisor; the caller is its parent and must record its exit."""
         task = request["task"]
         if not request["command"]:
             raise LaunchError(
@@ -165,6 +229,8 @@ class AttemptFiles:
         if self.cgroups is not None and memory:
             cgroup = self.cgroups.create(task, memory)
         base = self.base(task)
+        if direct and (cgroup is None or self.home_cgroup is not None):
+            return self._spawn_direct(task, command, request["environment"], workdir, cgroup)
         procs = str(cgroup / "cgroup.procs") if cgroup else ""
         argv = ["sh", "-c", SUPERVISOR, f"shoal-{task}", base, workdir, procs]
         argv += command
@@ -187,6 +253,81 @@ class AttemptFiles:
         except OSError as e:
             raise LaunchError(f"CannotStartContainerError: {e}") from None
         return {"task": task, "pid": pid, "cgroup": str(cgroup) if cgroup else None}
+
+    def _spawn_direct(
+        self,
+        task: str,
+        command: list[str],
+        environment: dict[str, str],
+        workdir: str,
+        cgroup: Path | None,
+    ) -> Launched:
+        """Claim the attempt, then spawn its command as our child: in its
+        working directory (ours for the moment of the spawn) and its cgroup
+        (likewise: we join it, spawn, and go back, since posix_spawn cannot
+        place a child in a cgroup and a fork of Python costs three spawns)."""
+        base = self.base(task)
+        try:
+            claim = os.open(base + ".started", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            # A restarted server declared the attempt abandoned: it never starts late.
+            raise LaunchError(
+                f"CannotStartContainerError: attempt {task} was abandoned before it started"
+            ) from None
+        actions = [
+            (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 1, base + ".out", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644),
+            (os.POSIX_SPAWN_DUP2, 1, 2),
+        ]
+        try:
+            joined = False
+            try:
+                if cgroup is not None:
+                    _join(cgroup / "cgroup.procs")
+                    joined = True
+                os.chdir(workdir)
+                before = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+                # Python ignores SIGPIPE and SIGXFSZ, and ignored signals survive
+                # exec: a job gets the defaults, as in a container (`yes | head`).
+                try:
+                    pid = os.posix_spawn(
+                        command[0],
+                        command,
+                        environment,
+                        file_actions=actions,
+                        setsid=True,
+                        setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD),
+                    )
+                except OSError as e:  # as a container runtime words it
+                    why = (e.strerror or str(e)).lower()
+                    raise LaunchError(
+                        f'CannotStartContainerError: exec: "{command[0]}": {why}'
+                    ) from None
+                after = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+            finally:
+                os.chdir(self.root)
+                if joined:
+                    assert self.home_cgroup is not None
+                    _join(self.home_cgroup)
+            # Written before anything else can happen to the attempt: a server
+            # that finds the claim empty knows the launcher died within these
+            # few microseconds.
+            # Its start time lies between `before` and `after`; /proc/PID/stat,
+            # read while the child execs, costs as much as the rest of a launch.
+            start = _ticks(before)
+            if _ticks(after) > start + 1:
+                start = process_start(pid)
+            os.write(claim, f"{pid} {start}\n".encode())
+        except OSError as e:
+            raise LaunchError(f"CannotStartContainerError: {e}") from None
+        finally:
+            os.close(claim)
+        return {
+            "task": task,
+            "pid": pid,
+            "cgroup": str(cgroup) if cgroup else None,
+            "start": start,
+        }
 
     def _make_workdir(self, path: str) -> None:
         if os.path.lexists(path):

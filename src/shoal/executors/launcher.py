@@ -10,13 +10,17 @@ the other core, and the server only sends a message per launch.
 The wire is a SOCK_SEQPACKET socket pair (message boundaries kept, so each
 message is one JSON object). Server to launcher: `{"op": "launch", ...a
 LaunchRequest}` or `{"op": "clean", "tasks": [[task, cgroup], ...]}`. Launcher to server,
-for each launch in order: `{"task", "pid", "cgroup"}` with a pidfd of the
-supervisor attached (taken before the launcher reaps it, so it can never name
-a recycled pid), or `{"task", "error"}`.
+for each launch in order: `{"task", "pid", "cgroup", "start"}` with a pidfd of
+the attempt's process attached (taken before the launcher reaps it, so it can
+never name a recycled pid), or `{"task", "error"}`.
 
-The launcher reaps the supervisors it spawned, and exits when the server's
-end of the socket closes. The supervisors outlive both: each records its job's
-exit status in a file, as before.
+The launcher is the parent of the attempts it spawns (no per-attempt
+supervisor: that `sh` doubled the cost of a short job). It reaps each, kills
+what the job left in its process group, writes `<task>.exit` and sends
+`{"exited": [[task, code], ...]}`. It is also the subreaper of what jobs leave
+behind. When the server's end closes, it stops launching and stays until its
+attempts have ended, so their exits are recorded for the next server; if it
+is killed, its attempts are adopted by the server (see `process.py`).
 """
 
 from __future__ import annotations
@@ -25,9 +29,11 @@ import array
 import asyncio
 import collections
 import contextlib
+import ctypes
 import logging
 import os
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -49,6 +55,7 @@ _MAX_MESSAGE = 1 << 20
 # long the server waits for it (a little more) before killing it.
 _CLEANUP_ON_EXIT_SECONDS = 1.0
 _EXIT_WAIT_SECONDS = 3.0
+_PR_SET_CHILD_SUBREAPER = 36
 
 
 class LauncherLost(Exception):
@@ -77,6 +84,7 @@ class Launcher:
         # on a busy launcher (nor deadlocks with it).
         self._outbox: collections.deque[bytes] = collections.deque()
         self._cleanups: list[tuple[str, str | None]] = []
+        self._exits: dict[str, asyncio.Future[int]] = {}
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self.sock.fileno(), self._on_readable)
         self.alive = True
@@ -144,6 +152,10 @@ class Launcher:
                 self._lost()
                 return
             message = orjson.loads(data)
+            if "exited" in message:
+                for task, code in message["exited"]:
+                    self._exited(str(task), int(code))
+                continue
             if not self._pending:
                 log.error("the launcher answered a launch nobody asked for: %s", message)
                 for fd in fds:
@@ -164,7 +176,20 @@ class Launcher:
                     "pid": int(message["pid"]),
                     "cgroup": message.get("cgroup"),
                 }
+                if "start" in message:
+                    launched["start"] = int(message["start"])
+                    self._exits[task] = self._loop.create_future()
                 future.set_result((launched, fds[0]))
+
+    def exit_of(self, task: str) -> asyncio.Future[int] | None:
+        """The exit status of an attempt this launcher spawned directly (it
+        is their parent: it reaps them and tells us); None for any other."""
+        return self._exits.get(task)
+
+    def _exited(self, task: str, code: int) -> None:
+        future = self._exits.pop(task, None)
+        if future is not None and not future.done():
+            future.set_result(code)
 
     def _lost(self) -> None:
         if self.alive:
@@ -177,9 +202,14 @@ class Launcher:
         for task, future in pending:
             if not future.done():
                 future.set_exception(LauncherLost(task))
+        exits, self._exits = self._exits, {}
+        for task, exit_future in exits.items():
+            if not exit_future.done():
+                exit_future.set_exception(LauncherLost(task))
 
     def close(self) -> None:
-        """Close our end: the launcher finishes what it was sent, then exits."""
+        """Close our end: the launcher finishes what it was sent, then exits
+        once the attempts it spawned have ended (recording their exits)."""
         if self.alive:
             self._send_cleanups()
             self._loop.remove_reader(self.sock.fileno())
@@ -191,11 +221,13 @@ class Launcher:
                     self.sock.send(self._outbox.popleft())
             self.alive = False
         self.sock.close()
-        try:
-            self.proc.wait(timeout=_EXIT_WAIT_SECONDS)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        running = bool(self._exits)
+        for future in self._exits.values():
+            future.cancel()
+        self._exits.clear()
+        if not running:  # else it stays with the jobs, and we do not wait
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=_EXIT_WAIT_SECONDS)
 
 
 def _receive(sock: socket.socket) -> tuple[bytes, list[int]]:
@@ -212,70 +244,158 @@ def _receive(sock: socket.socket) -> tuple[bytes, list[int]]:
 
 
 # -- the launcher process ------------------------------------------------------
-def _reap() -> None:
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
+class _Children:
+    """The attempts this launcher spawned and is the parent of, by pid."""
+
+    def __init__(self, files: AttemptFiles) -> None:
+        self.files = files
+        self.tasks: dict[int, str] = {}
+
+    def reap(self) -> list[list[Any]]:
+        """Record every exit there is: ([task, exit code], ...) of our attempts.
+
+        An attempt's exit is seen before it is reaped (WNOWAIT), so that its
+        pid cannot be reused while the rest of its process group is killed
+        (what a job leaves running ends with it, as in a container) and its
+        exit status goes to `<task>.exit`, for a server that is not there."""
+        exited: list[list[Any]] = []
+        while True:
+            try:
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return exited
+            if info is None:
+                return exited
+            pid = info.si_pid
+            task = self.tasks.pop(pid, None)
+            if task is not None:
+                with contextlib.suppress(OSError):
+                    os.killpg(pid, signal.SIGKILL)
+                code = info.si_status
+                if info.si_code != os.CLD_EXITED:
+                    code += 128  # killed by a signal, as a shell reports it
+                try:
+                    _write_exit(self.files.base(task) + ".exit", code)
+                except OSError:
+                    log.exception("recording the exit of %s failed", task)
+                exited.append([task, code])
+            # Ours, or an orphan of a job's (we are their subreaper): reaped.
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+
+
+def _write_exit(path: str, code: int) -> None:
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, f"{code}\n".encode())
+    finally:
+        os.close(fd)
+
+
+def _become_subreaper() -> None:
+    """Orphans of our jobs come to us (and are reaped), not to init."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
 def _serve(sock: socket.socket, files: AttemptFiles) -> None:
-    """Launches at once; clean-ups when no launch is waiting."""
+    """Launches at once; exits as they happen; clean-ups when no launch is
+    waiting. When the server goes, the launcher stays for the attempts it
+    runs (recording their exits in files) and leaves when the last ends."""
     cleanups: collections.deque[tuple[str, str | None]] = collections.deque()
-    while True:
-        ready, _, _ = select.select([sock], [], [], 0 if cleanups else 1.0)
-        if not ready:
-            _reap()
-            for _ in range(min(len(cleanups), 16)):
-                task, cgroup = cleanups.popleft()
-                try:
-                    files.clean(task, cgroup)
-                except OSError:
-                    log.exception("cleaning up after %s failed", task)
-            continue
-        data = sock.recv(_MAX_MESSAGE)
-        if not data:
-            # The server is going. Clean up for a moment more, not for as long
-            # as a backlog of thousands takes: the server waits for us, and
-            # the next start sweeps what is left.
-            deadline = time.monotonic() + _CLEANUP_ON_EXIT_SECONDS
-            while cleanups and time.monotonic() < deadline:
-                task, cgroup = cleanups.popleft()
-                with contextlib.suppress(OSError):
-                    files.clean(task, cgroup)
-            return
-        message = orjson.loads(data)
-        if message.get("op") == "clean":
-            cleanups.extend((task, cgroup) for task, cgroup in message["tasks"])
-            continue
-        _launch(sock, files, message)
-        _reap()
+    children = _Children(files)
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    connected = True
+    cleanup_deadline = float("inf")
+    try:
+        while True:
+            if not connected:
+                if time.monotonic() > cleanup_deadline:
+                    cleanups.clear()  # the next start's sweep takes them
+                if not children.tasks and not cleanups:
+                    return
+            watched = [sock.fileno(), wake_r] if connected else [wake_r]
+            ready, _, _ = select.select(watched, [], [], 0 if cleanups else 1.0)
+            if wake_r in ready or not ready:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(wake_r, 4096)
+                exited = children.reap()
+                if exited and connected:
+                    try:
+                        sock.send(orjson.dumps({"exited": exited}))
+                    except OSError:
+                        connected = False
+                        cleanup_deadline = time.monotonic() + _CLEANUP_ON_EXIT_SECONDS
+            if not ready:
+                for _ in range(min(len(cleanups), 16)):
+                    task, cgroup = cleanups.popleft()
+                    try:
+                        files.clean(task, cgroup)
+                    except OSError:
+                        log.exception("cleaning up after %s failed", task)
+                continue
+            if sock.fileno() not in ready:
+                continue
+            data = sock.recv(_MAX_MESSAGE)
+            if not data:
+                # The server is going. Clean up for a moment more, not for as
+                # long as a backlog of thousands takes: the next start sweeps
+                # what is left.
+                connected = False
+                cleanup_deadline = time.monotonic() + _CLEANUP_ON_EXIT_SECONDS
+                continue
+            message = orjson.loads(data)
+            if message.get("op") == "clean":
+                cleanups.extend((task, cgroup) for task, cgroup in message["tasks"])
+                continue
+            if not _launch(sock, files, children, message):
+                connected = False
+                cleanup_deadline = time.monotonic() + _CLEANUP_ON_EXIT_SECONDS
+    finally:
+        signal.set_wakeup_fd(-1)
+        os.close(wake_r)
+        os.close(wake_w)
 
 
-def _launch(sock: socket.socket, files: AttemptFiles, message: Any) -> None:
+def _launch(sock: socket.socket, files: AttemptFiles, children: _Children, message: Any) -> bool:
+    """Launch and answer; False if the server is gone (the attempt, if it
+    started, is ours to see to the end all the same)."""
     task = message["task"]
     try:
-        launched = files.launch(message)
+        launched = files.launch(message, direct=True)
     except LaunchError as e:
-        sock.send(orjson.dumps({"task": task, "error": e.reason}))
-        return
+        answer = orjson.dumps({"task": task, "error": e.reason})
     except Exception as e:  # never leave the server waiting
         log.exception("launching %s failed", task)
-        sock.send(orjson.dumps({"task": task, "error": f"CannotStartContainerError: {e}"}))
-        return
-    pidfd = os.pidfd_open(launched["pid"])  # our unreaped child: it cannot be recycled
+        answer = orjson.dumps({"task": task, "error": f"CannotStartContainerError: {e}"})
+    else:
+        if "start" in launched:
+            children.tasks[launched["pid"]] = task
+        pidfd = os.pidfd_open(launched["pid"])  # our unreaped child: it cannot be recycled
+        try:
+            socket.send_fds(sock, [orjson.dumps(launched)], [pidfd])
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(pidfd)
     try:
-        socket.send_fds(sock, [orjson.dumps(launched)], [pidfd])
-    finally:
-        os.close(pidfd)
+        sock.send(answer)
+    except OSError:
+        return False
+    return True
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="shoal launcher: %(message)s")
     sock = socket.socket(fileno=int(sys.argv[1]))
+    # Inherited from the server, so inheritable: jobs must not get it (they
+    # could read launch requests, secrets included, or forge our answers, and
+    # it would hide our death from the server).
+    sock.set_inheritable(False)
     config = orjson.loads(sys.stdin.buffer.read())
     cgroups = MemoryCgroups(config["cgroup"], sweep=False) if config.get("cgroup") else None
     user = config.get("user")
@@ -286,6 +406,7 @@ def main() -> None:
         cgroups,
         (int(user[0]), int(user[1])) if user else None,
     )
+    _become_subreaper()
     with contextlib.suppress(KeyboardInterrupt):
         _serve(sock, files)
 

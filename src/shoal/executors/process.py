@@ -1,12 +1,15 @@
 """The process executor: each attempt is a local process group.
 
 The image is not used: the container's command runs directly on this host,
-in a fresh working directory, with the job's environment, under a tiny `sh`
-supervisor (see `attempt_files.py`) that claims the attempt, joins its memory
-cgroup and records the exit status in a file, so the status survives the
-server and a restarted server reattaches. Attempts are made by the launcher
-process (`launcher.py`), or here when there is none. Output goes to a file
-that is tailed into the log store while the job runs.
+in a fresh working directory, with the job's environment. Attempts are made
+by the launcher process (`launcher.py`), which spawns each command as its own
+child, reaps it, records its exit status in a file and tells us; the
+launcher outlives a server that stops or dies until its jobs end, so a
+restarted server reattaches and finds every exit recorded. If the launcher
+dies, its jobs come to the server (their subreaper), which reaps them itself.
+Without a launcher, attempts are made here, each under a tiny `sh`
+supervisor (see `attempt_files.py`) that records its exit the same way.
+Output goes to a file that is tailed into the log store while the job runs.
 
 A run directory that is missing when the server starts means the host
 restarted (it is on tmpfs): attempts that were running are lost, as on the
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import functools
 import logging
 import os
@@ -26,7 +30,7 @@ from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from shoal.executors.attempt_files import AttemptFiles, Launched, LaunchRequest
+from shoal.executors.attempt_files import AttemptFiles, Launched, LaunchRequest, same_start
 from shoal.executors.base import OOM_REASON, Exit, Handle, LaunchError, LaunchSpec
 from shoal.executors.cgroups import MemoryCgroups
 from shoal.executors.launcher import Launcher, LauncherLost
@@ -35,6 +39,10 @@ from shoal.logs.store import Event, LogStore
 log = logging.getLogger("shoal.executors.process")
 
 _MAX_EVENT = 256 * 1024  # CloudWatch's largest event
+_PR_SET_CHILD_SUBREAPER = 36
+# How long a reattached server waits for the launcher of a previous server to
+# record the exit of an attempt it saw end.
+_EXIT_FILE_WAIT_SECONDS = 5.0
 _READ_CHUNK = 1024 * 1024
 
 
@@ -42,14 +50,30 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _alive(pid: int, task_id: str) -> bool:
-    """Is `pid` still the supervisor of `task_id` (not a recycled pid, not a zombie)?"""
+def _alive(pid: int, task_id: str, start: int = 0) -> bool:
+    """Is `pid` still the attempt `task_id` (not a recycled pid, not a
+    zombie)? A directly spawned attempt is known by its start time, one under
+    a supervisor by the task id in the supervisor's command line."""
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
+        stat = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()
+        if stat[0] == b"Z":
+            return False
+        if start:
+            return same_start(start, int(stat[19]))
+        return task_id.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, IndexError, ValueError):
         return False
-    return task_id.encode() in cmdline and state != "Z"
+
+
+def _become_subreaper() -> bool:
+    """Orphans of our descendants come to us. The launcher is the parent of
+    the attempts it spawns: if it dies, they come to the server, which can
+    then still learn how they end."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
 
 
 async def _done(handle: Handle) -> Handle:
@@ -135,6 +159,7 @@ class ProcessExecutor:
         self._pumped: dict[str, int] = {}  # output offset already in the log store, by task
         self._foreign: dict[tuple[str, str], AttemptFiles] = {}
         self._launcher: Launcher | None = None
+        self._subreaper = False
         if use_launcher:
             try:
                 self._launcher = Launcher(
@@ -148,6 +173,8 @@ class ProcessExecutor:
                 )
             except OSError as e:
                 log.warning("no launcher process (%s): launching in the server", e)
+            else:
+                self._subreaper = _become_subreaper()
 
     def home(self) -> dict[str, str]:
         """Where this executor's attempts live: recorded with each attempt, so
@@ -213,7 +240,7 @@ class ProcessExecutor:
 
     def _handle(self, launched: Launched, spec: LaunchSpec) -> Handle:
         self._pumped[spec.task_id] = 0
-        return {
+        handle: Handle = {
             "task": spec.task_id,
             "pid": launched["pid"],
             "cgroup": launched["cgroup"],
@@ -221,6 +248,9 @@ class ProcessExecutor:
             "stream": spec.log_stream,
             **self.home(),
         }
+        if "start" in launched:
+            handle["start"] = launched["start"]
+        return handle
 
     def _resolve_lost(self, spec: LaunchSpec) -> Handle:
         """The launcher ended with this launch in flight: the attempt started
@@ -276,23 +306,35 @@ class ProcessExecutor:
                 break
             time.sleep(0.01)
         cgroup = self.files.cgroup(spec.task_id) if files is self.files else None
-        return {
+        # "PID START" from the launcher (a direct spawn), "PID" from a supervisor;
+        # empty if the launcher died between its claim and its spawn's record.
+        fields = [int(f) for f in text.split() if f.isdigit()]
+        handle: Handle = {
             "task": spec.task_id,
-            "pid": int(text) if text else 0,
+            "pid": fields[0] if fields else 0,
             "cgroup": str(cgroup) if cgroup and cgroup.exists() else None,
             "group": spec.log_group,
             "stream": spec.log_stream,
             **where,
         }
+        if len(fields) > 1:
+            handle["start"] = fields[1]
+        return handle
 
     # -- waiting --------------------------------------------------------------
     async def wait(self, handle: Handle) -> Exit:
         pid, task = int(handle["pid"]), str(handle["task"])
+        start = int(handle.get("start", 0))
         if self._files_for(_home_of(handle)) is None:
             return _lost()  # launched on another host, or before this host rebooted
         loop = asyncio.get_running_loop()
         ended: asyncio.Future[None] = loop.create_future()
-        fd = self._watch(pid, task, ended)
+        # Spawned by our launcher, which reaps it and tells us its exit; else
+        # (under a supervisor, or spawned before a restart) a pidfd says when
+        # it ends and its `.exit` file how.
+        reported = self._launcher.exit_of(task) if self._launcher is not None else None
+        pidfd = self._pidfds.pop(task, None)
+        fd = None if reported is not None else self._watch(pid, task, start, ended, pidfd)
         # While it runs, a timer moves its output every log_poll_seconds, one
         # chunk per tick so that a job printing a gigabyte never stalls the API.
         # (No task or timer per wake-up: most jobs end before the first tick.)
@@ -309,16 +351,97 @@ class ProcessExecutor:
 
         if not ended.done():
             timer = loop.call_later(self.log_poll_seconds, tick)
+        code: int | None = None
         try:
-            await ended
+            if reported is not None:
+                try:
+                    code = await reported
+                except LauncherLost:
+                    # Its attempts are now our children (we are their subreaper).
+                    fd = self._watch(pid, task, start, ended, pidfd)
+                    await ended
+            else:
+                await ended
         finally:
             if timer is not None:
                 timer.cancel()
             if fd is not None:
                 loop.remove_reader(fd)
-                os.close(fd)
+            elif pidfd is not None:
+                os.close(pidfd)
+        if start and code is None:
+            if fd is not None:
+                code = self._reap_adopted(pid, task, fd, handle)
+            if code is None:
+                code = await self._exit_file(handle, task)
+        if fd is not None:
+            os.close(fd)
         await self._drain(handle, final=True)
-        return self._exit(handle, pid, task)
+        return self._exit(handle, pid, task, code)
+
+    def _reap_adopted(self, pid: int, task: str, fd: int, handle: Handle) -> int | None:
+        """The exit of an attempt whose launcher died, if it is our child now
+        (we are the subreaper); then reap what else we adopted and ended."""
+        try:
+            info = os.waitid(os.P_PIDFD, fd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except (ChildProcessError, OSError):
+            return None  # not ours: its launcher lives, or init has it
+        if info is None:
+            return None
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)  # still a zombie: the group id is its
+        code = info.si_status + (0 if info.si_code == os.CLD_EXITED else 128)
+        with contextlib.suppress(OSError):
+            Path(self._base(task, handle) + ".exit").write_text(f"{code}\n")
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitid(os.P_PIDFD, fd, os.WEXITED)
+        self._reap_orphans()
+        return code
+
+    def _reap_orphans(self) -> None:
+        """Reap ended orphans we adopted (what jobs left behind when their
+        launcher died): children in another session than ours, never ones we
+        spawned ourselves (their owners wait for them)."""
+        session = os.getsid(0)
+        ours = set(self._children)
+        if self._launcher is not None:
+            self._launcher.proc.poll()  # a dead launcher is reaped by its Popen
+            ours.add(self._launcher.proc.pid)
+        with contextlib.suppress(OSError):
+            for tid in os.listdir("/proc/self/task"):
+                with contextlib.suppress(OSError):
+                    kids = Path(f"/proc/self/task/{tid}/children").read_text().split()
+                    for kid in map(int, kids):
+                        if kid in ours:
+                            continue
+                        with contextlib.suppress(OSError, IndexError, ValueError):
+                            stat = Path(f"/proc/{kid}/stat").read_bytes().rsplit(b")", 1)[1]
+                            fields = stat.split()
+                            if fields[0] == b"Z" and int(fields[3]) != session:
+                                os.waitpid(kid, os.WNOHANG)
+
+    async def _exit_file(self, handle: Handle, task: str) -> int | None:
+        """The exit status the attempt's launcher records (a launcher that
+        outlived the server it served may be about to); None if it never comes."""
+        path = self._base(task, handle) + ".exit"
+        deadline = time.monotonic() + _EXIT_FILE_WAIT_SECONDS
+        while True:
+            try:
+                return int(Path(path).read_text().strip())
+            except (OSError, ValueError):
+                pass
+            if time.monotonic() > deadline or not self._launcher_may_record(handle):
+                return None
+            await asyncio.sleep(0.02)
+
+    def _launcher_may_record(self, handle: Handle) -> bool:
+        """Is some launcher process left that could record this attempt's exit?"""
+        pid = int(handle["pid"])
+        # A zombie still has a parent that has not reaped it: that launcher.
+        with contextlib.suppress(OSError, IndexError):
+            stat = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()
+            return stat[0] == b"Z"
+        return True  # reaped: its launcher is writing the file, or did
 
     async def _drain(self, handle: Handle, *, final: bool) -> None:
         """Pump a chunk at a time, letting the event loop serve requests in
@@ -326,10 +449,14 @@ class ProcessExecutor:
         while self._pump(handle, final=final):
             await asyncio.sleep(0)
 
-    def _watch(self, pid: int, task: str, ended: asyncio.Future[None]) -> int | None:
-        """A pidfd that becomes readable when the supervisor exits."""
-        fd: int | None = self._pidfds.pop(task, None)
-        if fd is None and (pid <= 0 or (pid not in self._children and not _alive(pid, task))):
+    def _watch(
+        self, pid: int, task: str, start: int, ended: asyncio.Future[None], fd: int | None
+    ) -> int | None:
+        """A pidfd (`fd`, or one opened here) that becomes readable when the
+        attempt's process (its supervisor, or itself) exits."""
+        if fd is None and (
+            pid <= 0 or (pid not in self._children and not _alive(pid, task, start))
+        ):
             ended.set_result(None)
             return None
         if fd is None:
@@ -346,9 +473,10 @@ class ProcessExecutor:
         asyncio.get_running_loop().add_reader(fd, on_exit)
         return fd
 
-    def _exit(self, handle: Handle, pid: int, task: str) -> Exit:
+    def _exit(self, handle: Handle, pid: int, task: str, known: int | None = None) -> Exit:
         returncode: int | None = None
-        if pid > 0:
+        direct = "start" in handle  # its killpg was done by whoever reaped it
+        if pid > 0 and not direct:
             # What the job left running in the background ends with it, as the
             # processes of a container do. Our own supervisor is not reaped yet,
             # so its pid (the group's id) cannot have been reused.
@@ -359,10 +487,15 @@ class ProcessExecutor:
             with contextlib.suppress(ChildProcessError):
                 _, status = os.waitpid(pid, 0)
                 returncode = os.waitstatus_to_exitcode(status)
-        try:
-            code: int | None = int(Path(self._base(task, handle) + ".exit").read_text().strip())
-        except (OSError, ValueError):
-            code = None
+            if self._subreaper:
+                # What such jobs leave behind is adopted by us, not by init.
+                self._reap_orphans()
+        code = known
+        if code is None and not direct:
+            try:
+                code = int(Path(self._base(task, handle) + ".exit").read_text().strip())
+            except (OSError, ValueError):
+                code = None
         if code is None:
             if returncode is not None and returncode < 0:
                 code = 128 - returncode
@@ -434,18 +567,19 @@ class ProcessExecutor:
     # -- stopping and cleaning up ---------------------------------------------
     async def stop(self, handle: Handle, grace_seconds: float) -> None:
         pid, task = int(handle["pid"]), str(handle["task"])
-        if not self._signal(pid, task, signal.SIGTERM):
+        start = int(handle.get("start", 0))
+        if not self._signal(pid, task, start, signal.SIGTERM):
             return
         deadline = time.monotonic() + grace_seconds
         while time.monotonic() < deadline:
-            if not _alive(pid, task):
+            if not _alive(pid, task, start):
                 return
             await asyncio.sleep(min(0.05, grace_seconds))
         self._killed.add(task)
-        self._signal(pid, task, signal.SIGKILL)
+        self._signal(pid, task, start, signal.SIGKILL)
 
-    def _signal(self, pid: int, task: str, sig: int) -> bool:
-        if pid <= 0 or not _alive(pid, task):
+    def _signal(self, pid: int, task: str, start: int, sig: int) -> bool:
+        if pid <= 0 or not _alive(pid, task, start):
             return False
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, sig)
