@@ -17,6 +17,8 @@ import shutil
 import signal
 import socket
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -312,3 +314,64 @@ def test_a_program_that_is_not_executable_fails_to_start(
     reason = detail["container"]["reason"]
     assert reason == f'CannotStartContainerError: exec: "{script}": permission denied', reason
     assert "exitCode" not in detail["container"]
+
+
+@pytest.mark.parametrize("unread", [False, True])
+def test_a_launcher_whose_server_dies_records_its_jobs_exits_then_leaves(
+    tmp_path: Path, unread: bool
+) -> None:
+    # The launcher is the parent of its jobs: when its server is killed it
+    # stays until they end, recording each exit for the next server. A server
+    # killed with the launcher's answers unread resets the socket rather than
+    # closing it (`unread`); that is a server gone all the same.
+    root, run, logs = tmp_path / "root", tmp_path / "run", tmp_path / "logs"
+    run.mkdir()
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with theirs:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "shoal.executors.launcher", str(theirs.fileno())],
+            stdin=subprocess.PIPE,
+            pass_fds=(theirs.fileno(),),
+            start_new_session=True,
+        )
+    assert proc.stdin is not None
+    with proc.stdin:
+        config = {"root": str(root), "run": str(run), "logs": str(logs), "cgroup": None}
+        proc.stdin.write(orjson.dumps(config))
+    gate = tmp_path / "gate"
+    try:
+        for task, code in (("a" * 32, 7), ("b" * 32, 0)):
+            request = {
+                "op": "launch",
+                "task": task,
+                "command": [
+                    "/bin/sh",
+                    "-c",
+                    f"until [ -e {gate} ]; do sleep 0.02; done; exit {code}",
+                ],
+                "environment": {"PATH": os.defpath},
+                "memory_mib": None,
+                "log_group": "g",
+                "log_stream": task,
+            }
+            ours.send(orjson.dumps(request))
+        if not unread:
+            for _ in range(2):
+                _, fds, _, _ = socket.recv_fds(ours, 1 << 16, 1)
+                for fd in fds:
+                    os.close(fd)
+        wait_until(lambda: len(list(run.glob("*.started"))) == 2, what="both jobs to start")
+        wait_until(
+            lambda: all(p.read_text().strip() for p in run.glob("*.started")), what="their pids"
+        )
+        ours.close()  # the server is gone
+        assert proc.poll() is None, "the launcher left its jobs"
+        gate.touch()
+        assert proc.wait(timeout=10) == 0
+        assert (run / f"{'a' * 32}.exit").read_text().strip() == "7"
+        assert (run / f"{'b' * 32}.exit").read_text().strip() == "0"
+    finally:
+        gate.touch()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -339,7 +339,10 @@ def _serve(sock: socket.socket, files: AttemptFiles) -> None:
                 continue
             if sock.fileno() not in ready:
                 continue
-            data = sock.recv(_MAX_MESSAGE)
+            try:
+                data = sock.recv(_MAX_MESSAGE)
+            except OSError:  # a killed server's end may reset rather than close
+                data = b""
             if not data:
                 # The server is going. Clean up for a moment more, not for as
                 # long as a backlog of thousands takes: the next start sweeps
