@@ -79,6 +79,9 @@ TIMEOUT_REASON = "Job attempt duration exceeded timeout"
 _TOPOLOGY_TTL = 1.0
 _ENV_TAG = "shoal:env:"
 _SUBMIT_BATCH_SECONDS = 0.05  # new jobs wait at most this long while nothing could start
+# How long a launch may wait to be recorded RUNNING (startedAt is the launch
+# time all the same): a job that ends within it costs one commit, not two.
+_MARK_SECONDS = 0.003
 _POLL_SECONDS = 1.0  # how soon work from other processes on the store is seen
 SPOT_RATE_TAG = "shoal:spot-interruption-rate"  # per instance-hour, on SPOT environments
 _FULL_POLL = 10  # every this many polls, everything is looked at again
@@ -165,6 +168,7 @@ class Engine:
         self._cycle_requested = False
         self._running = False
         self._deferred: asyncio.TimerHandle | None = None
+        self._mark_timer: asyncio.TimerHandle | None = None
         self._poll_timer: asyncio.TimerHandle | None = None
         self._polls = 0
         self._attempts: dict[str, Attempt] = {}
@@ -233,6 +237,8 @@ class Engine:
             self._poll_timer.cancel()
         if self._deferred is not None:
             self._deferred.cancel()
+        if self._mark_timer is not None:
+            self._mark_timer.cancel()
         tasks = [a.task for a in self._attempts.values() if a.task is not None]
         for task in tasks:
             task.cancel()
@@ -1007,7 +1013,15 @@ class Engine:
             attempt.task = asyncio.create_task(
                 self._watch(attempt, job.spec, started_at, elapsed_ms=0)
             )
-        self._schedule_flush()
+        if self._mark_timer is None:
+            self._mark_timer = asyncio.get_running_loop().call_later(
+                _MARK_SECONDS, self._marks_due
+            )
+
+    def _marks_due(self) -> None:
+        self._mark_timer = None
+        if self._marks:  # else a cycle took them on its way
+            self._request_cycle()
 
     def _mark_started(
         self, tx: Transaction, job: Job, attempt: Attempt, spec: LaunchSpec, started_at: int
