@@ -51,10 +51,14 @@ from shoal.logs.store import LogStore
 log = logging.getLogger("shoal.executors.launcher")
 
 _MAX_MESSAGE = 1 << 20
-# How long a launcher whose server is stopping goes on cleaning up, and how
-# long the server waits for it (a little more) before killing it.
+# How long a launcher whose server is stopping goes on cleaning up; how long
+# a stopping server waits for a launcher with no jobs left to leave; and how
+# long it may block handing over its last requests (the launcher may itself be
+# blocked telling us of exits we no longer read: then those requests are lost,
+# as in a crash, and the next server recovers their attempts).
 _CLEANUP_ON_EXIT_SECONDS = 1.0
 _EXIT_WAIT_SECONDS = 3.0
+_LAST_SEND_SECONDS = 2.0
 _PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -215,7 +219,7 @@ class Launcher:
             self._loop.remove_reader(self.sock.fileno())
             self._loop.remove_writer(self.sock.fileno())
             # What is still waiting goes now (the launcher is reading).
-            self.sock.settimeout(10)
+            self.sock.settimeout(_LAST_SEND_SECONDS)
             with contextlib.suppress(OSError):
                 while self._outbox:
                     self.sock.send(self._outbox.popleft())
@@ -307,7 +311,7 @@ def _serve(sock: socket.socket, files: AttemptFiles) -> None:
     children = _Children(files)
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
+    previous = signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes select
     connected = True
     cleanup_deadline = float("inf")
     try:
@@ -358,6 +362,7 @@ def _serve(sock: socket.socket, files: AttemptFiles) -> None:
                 connected = False
                 cleanup_deadline = time.monotonic() + _CLEANUP_ON_EXIT_SECONDS
     finally:
+        signal.signal(signal.SIGCHLD, previous)
         signal.set_wakeup_fd(-1)
         os.close(wake_r)
         os.close(wake_w)

@@ -43,6 +43,7 @@ _PR_SET_CHILD_SUBREAPER = 36
 # How long a reattached server waits for the launcher of a previous server to
 # record the exit of an attempt it saw end.
 _EXIT_FILE_WAIT_SECONDS = 5.0
+_ORPHAN_REAP_SECONDS = 1.0
 _READ_CHUNK = 1024 * 1024
 
 
@@ -160,6 +161,7 @@ class ProcessExecutor:
         self._foreign: dict[tuple[str, str], AttemptFiles] = {}
         self._launcher: Launcher | None = None
         self._subreaper = False
+        self._orphan_reaper: asyncio.TimerHandle | None = None
         if use_launcher:
             try:
                 self._launcher = Launcher(
@@ -358,6 +360,7 @@ class ProcessExecutor:
                     code = await reported
                 except LauncherLost:
                     # Its attempts are now our children (we are their subreaper).
+                    self._reap_orphans_from_now_on()
                     fd = self._watch(pid, task, start, ended, pidfd)
                     await ended
             else:
@@ -397,6 +400,19 @@ class ProcessExecutor:
             os.waitid(os.P_PIDFD, fd, os.WEXITED)
         self._reap_orphans()
         return code
+
+    def _reap_orphans_from_now_on(self) -> None:
+        """Reap adopted orphans now and every second: they end when they do
+        (those killed with their job's group a moment after it)."""
+        if self._orphan_reaper is not None:
+            return
+        loop = asyncio.get_running_loop()
+
+        def again() -> None:
+            self._reap_orphans()
+            self._orphan_reaper = loop.call_later(_ORPHAN_REAP_SECONDS, again)
+
+        again()
 
     def _reap_orphans(self) -> None:
         """Reap ended orphans we adopted (what jobs left behind when their
@@ -489,7 +505,7 @@ class ProcessExecutor:
                 returncode = os.waitstatus_to_exitcode(status)
             if self._subreaper:
                 # What such jobs leave behind is adopted by us, not by init.
-                self._reap_orphans()
+                self._reap_orphans_from_now_on()
         code = known
         if code is None and not direct:
             try:
@@ -618,6 +634,8 @@ class ProcessExecutor:
             self.release({"task": task, "cgroup": str(cgroup) if cgroup else None})
 
     def close(self) -> None:
+        if self._orphan_reaper is not None:
+            self._orphan_reaper.cancel()
         if self._launcher is not None:
             self._launcher.close()
         # Clean-ups not yet made are left to the next start's sweep.
