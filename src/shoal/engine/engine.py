@@ -1014,9 +1014,7 @@ class Engine:
                 self._watch(attempt, job.spec, started_at, elapsed_ms=0)
             )
         if self._mark_timer is None:
-            self._mark_timer = asyncio.get_running_loop().call_later(
-                _MARK_SECONDS, self._marks_due
-            )
+            self._mark_timer = asyncio.get_running_loop().call_later(_MARK_SECONDS, self._marks_due)
 
     def _marks_due(self) -> None:
         self._mark_timer = None
