@@ -187,11 +187,15 @@ class Launcher:
 
     def exit_of(self, task: str) -> asyncio.Future[int] | None:
         """The exit status of an attempt this launcher spawned directly (it
-        is their parent: it reaps them and tells us); None for any other."""
+        is their parent: it reaps them and tells us); None for any other. It
+        may have come already. `drop_exit` once it is taken."""
         return self._exits.get(task)
 
+    def drop_exit(self, task: str) -> None:
+        self._exits.pop(task, None)
+
     def _exited(self, task: str, code: int) -> None:
-        future = self._exits.pop(task, None)
+        future = self._exits.get(task)
         if future is not None and not future.done():
             future.set_result(code)
 
@@ -225,7 +229,7 @@ class Launcher:
                     self.sock.send(self._outbox.popleft())
             self.alive = False
         self.sock.close()
-        running = bool(self._exits)
+        running = any(not future.done() for future in self._exits.values())
         for future in self._exits.values():
             future.cancel()
         self._exits.clear()

@@ -372,6 +372,8 @@ class ProcessExecutor:
                 loop.remove_reader(fd)
             elif pidfd is not None:
                 os.close(pidfd)
+            if reported is not None and self._launcher is not None:
+                self._launcher.drop_exit(task)
         if start and code is None:
             if fd is not None:
                 code = self._reap_adopted(pid, task, fd, handle)
