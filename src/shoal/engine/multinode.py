@@ -463,6 +463,16 @@ class Gang:
             )
         if new:
             tx.insert_jobs(new)
+        # Nodes that ended before their rows were written (RUNNING is written
+        # a moment after the launch): recorded now, as `_record_early` would.
+        if self.main not in self._exits and not self._stopping:
+            early = [i for i in self._exits if i != self.main]
+            ended = tx.get_jobs([ids[i] for i in early]) if early else {}
+            now = self.clock.now_ms()
+            for i in early:
+                row = ended.get(ids[i])
+                if row is not None and row.status is JobStatus.RUNNING:
+                    tx.set_job_state(self._ended(row, self._exits[i], now), JobStatus.RUNNING)
 
     def write_ended(
         self,
