@@ -162,6 +162,9 @@ class ProcessExecutor:
         self._launcher: Launcher | None = None
         self._subreaper = False
         self._orphan_reaper: asyncio.TimerHandle | None = None
+        # Directly spawned attempts being waited for: once adopted, they are
+        # reaped by their wait, with their status, never as orphans.
+        self._watched: set[int] = set()
         if use_launcher:
             try:
                 self._launcher = Launcher(
@@ -326,9 +329,17 @@ class ProcessExecutor:
     # -- waiting --------------------------------------------------------------
     async def wait(self, handle: Handle) -> Exit:
         pid, task = int(handle["pid"]), str(handle["task"])
-        start = int(handle.get("start", 0))
         if self._files_for(_home_of(handle)) is None:
             return _lost()  # launched on another host, or before this host rebooted
+        if "start" not in handle:
+            return await self._wait(handle, pid, task, 0)
+        self._watched.add(pid)
+        try:
+            return await self._wait(handle, pid, task, int(handle["start"]))
+        finally:
+            self._watched.discard(pid)
+
+    async def _wait(self, handle: Handle, pid: int, task: str, start: int) -> Exit:
         loop = asyncio.get_running_loop()
         ended: asyncio.Future[None] = loop.create_future()
         # Spawned by our launcher, which reaps it and tells us its exit; else
@@ -421,7 +432,7 @@ class ProcessExecutor:
         launcher died): children in another session than ours, never ones we
         spawned ourselves (their owners wait for them)."""
         session = os.getsid(0)
-        ours = set(self._children)
+        ours = self._children | self._watched
         if self._launcher is not None:
             self._launcher.proc.poll()  # a dead launcher is reaped by its Popen
             ours.add(self._launcher.proc.pid)
