@@ -247,3 +247,11 @@ def env(batch: Any, unique: str) -> dict[str, str]:
         "definition": definition,
         "definition_name": f"{unique}-def",
     }
+
+
+def fails_cleanly(result: subprocess.CompletedProcess[str], fragment: str) -> None:
+    """Exit 1 with a one-line message, no traceback."""
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert fragment in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0, result.stderr

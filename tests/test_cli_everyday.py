@@ -26,6 +26,7 @@ from conftest import (
     REGION,
     Server,
     client_error,
+    fails_cleanly,
     free_port,
     make_ce,
     make_definition,
@@ -85,14 +86,6 @@ def ok(result: subprocess.CompletedProcess[str]) -> str:
 
 def shoal_json(server: Server, *args: str) -> Any:
     return json.loads(ok(shoal(server, *args, "--json")))
-
-
-def fails_cleanly(result: subprocess.CompletedProcess[str], fragment: str) -> None:
-    """Exit 1 with a one-line message, no traceback."""
-    assert result.returncode == 1, (result.stdout, result.stderr)
-    assert fragment in result.stderr, result.stderr
-    assert "Traceback" not in result.stderr
-    assert result.stderr.strip().count("\n") == 0, result.stderr
 
 
 def on_terminal(

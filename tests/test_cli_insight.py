@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CREDENTIALS, REGION, Server, make_ce, make_queue
+from conftest import CREDENTIALS, REGION, Server, fails_cleanly, make_ce, make_queue
 from engine_support import describe, now_ms, sh, shutdown, start_engine_server, wait_for, wait_until
 
 # The seed's cost breakdown, per vCPU-hour and GiB-hour (an m5.large is 2 vCPU).
@@ -69,14 +69,6 @@ def shoal_json(server: Server, *args: str) -> Any:
     result = shoal(server, *args, "--json")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
-
-
-def fails_cleanly(result: subprocess.CompletedProcess[str], fragment: str) -> None:
-    """Exit 1 with a one-line message, no traceback."""
-    assert result.returncode == 1, (result.stdout, result.stderr)
-    assert fragment in result.stderr, result.stderr
-    assert "Traceback" not in result.stderr
-    assert result.stderr.strip().count("\n") == 0, result.stderr
 
 
 # -- setups ----------------------------------------------------------------------------

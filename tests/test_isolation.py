@@ -13,11 +13,18 @@ import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from conftest import Server, make_ce, make_queue
-from engine_support import job_log, sh, shutdown, start_engine_server, wait_for
+from conftest import Server
+from engine_support import (
+    job_log,
+    make_env,
+    sh,
+    shutdown,
+    start_engine_server,
+    submit,
+    wait_for,
+)
 
 SECRET = "s3cr3t-value-that-must-not-leak"
 ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-password-AbCdEf"
@@ -40,35 +47,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     shutdown(srv)
 
 
-def queue_with_secrets(batch: Any, name: str, secrets: list[dict[str, str]]) -> dict[str, str]:
-    ce = make_ce(batch, name)
-    make_queue(batch, name, [ce])
-    batch.register_job_definition(
-        jobDefinitionName=name,
-        type="container",
-        containerProperties={
-            "image": "busybox",
-            "command": ["true"],
-            "resourceRequirements": [
-                {"type": "VCPU", "value": "1"},
-                {"type": "MEMORY", "value": "64"},
-            ],
-            "secrets": secrets,
-        },
-    )
-    return {"queue": name, "definition": name}
-
-
-def submit(batch: Any, env: dict[str, str], command: list[str]) -> str:
-    job_id: str = batch.submit_job(
-        jobName="secret",
-        jobQueue=env["queue"],
-        jobDefinition=env["definition"],
-        containerOverrides={"command": command},
-    )["jobId"]
-    return job_id
-
-
 def test_a_secret_reaches_the_job_and_nothing_else(server: Server) -> None:
     put = shoal("secrets", "put", "db-password", "--data-dir", str(server.data_dir), stdin=SECRET)
     assert put.returncode == 0, put.stderr
@@ -76,7 +54,7 @@ def test_a_secret_reaches_the_job_and_nothing_else(server: Server) -> None:
     assert listed.stdout.split() == ["db-password"]  # names only
     assert SECRET not in listed.stdout
     batch = server.client("batch")
-    env = queue_with_secrets(batch, "with-secret", [{"name": "DB_PASSWORD", "valueFrom": ARN}])
+    env = make_env(batch, "with-secret", secrets=[{"name": "DB_PASSWORD", "valueFrom": ARN}])
     # The job proves it has the value without printing it: its SHA-256.
     job_id = submit(batch, env, sh('printf %s "$DB_PASSWORD" | sha256sum'))
     detail = wait_for(batch, job_id, timeout=30)
@@ -96,7 +74,7 @@ def test_a_secret_reaches_the_job_and_nothing_else(server: Server) -> None:
 def test_a_missing_secret_fails_the_attempt_to_start(server: Server) -> None:
     batch = server.client("batch")
     missing = "arn:aws:ssm:us-east-1:123456789012:parameter/prod/not-there"
-    env = queue_with_secrets(batch, "missing-secret", [{"name": "X", "valueFrom": missing}])
+    env = make_env(batch, "missing-secret", secrets=[{"name": "X", "valueFrom": missing}])
     detail = wait_for(batch, submit(batch, env, ["true"]), timeout=30)
     assert (detail["status"], detail["statusReason"]) == ("FAILED", "Task failed to start")
     assert detail["container"]["reason"].startswith("ResourceInitializationError:")
@@ -115,21 +93,7 @@ def test_jobs_run_as_the_configured_unprivileged_user(tmp_path: Path) -> None:
     srv = start_engine_server(tmp_path, "--job-user", "nobody")
     try:
         batch = srv.client("batch")
-        ce = make_ce(batch, "as-nobody")
-        make_queue(batch, "as-nobody", [ce])
-        batch.register_job_definition(
-            jobDefinitionName="as-nobody",
-            type="container",
-            containerProperties={
-                "image": "busybox",
-                "command": ["true"],
-                "resourceRequirements": [
-                    {"type": "VCPU", "value": "1"},
-                    {"type": "MEMORY", "value": "64"},
-                ],
-            },
-        )
-        env = {"queue": "as-nobody", "definition": "as-nobody"}
+        env = make_env(batch, "as-nobody")
         private = tmp_path / "root-only"
         private.write_text("root's")
         private.chmod(0o600)

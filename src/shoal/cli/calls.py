@@ -81,3 +81,14 @@ def plain(reply: dict[str, Any]) -> dict[str, Any]:
 
 def echo_json(doc: object) -> None:
     click.echo(json.dumps(doc, indent=2))
+
+
+def assignments(items: tuple[str, ...], option: str) -> dict[str, str]:
+    """NAME=VALUE options (`option` names them in the error)."""
+    pairs: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint=option)
+        pairs[name] = value
+    return pairs

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from shoal import __version__
-from shoal.cli.calls import server_errors
+from shoal.cli.calls import assignments, server_errors
 from shoal.cli.completion import completion
 from shoal.cli.insight import cost, explain, interrupt
 from shoal.cli.jobs import describe, jobs
@@ -26,16 +26,6 @@ from shoal.config import Settings, default_data_dir
 @click.version_option(__version__, prog_name="shoal")
 def cli() -> None:
     """shoal: a self-hosted batch computing service that speaks the AWS Batch API."""
-
-
-def _pairs(items: tuple[str, ...]) -> dict[str, str]:
-    pairs: dict[str, str] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--job-env")
-        pairs[name] = value
-    return pairs
 
 
 def _loopback(host: str) -> bool:
@@ -250,7 +240,7 @@ def server(
         host_memory_mib=host_memory_mib,
         job_retention_seconds=job_retention_seconds,
         default_executor=default_executor,
-        job_environment=_pairs(job_env),
+        job_environment=assignments(job_env, "--job-env"),
         volume_roots=volume_root,
         allow_privileged=allow_privileged,
         ray_address=ray_address,
@@ -368,16 +358,6 @@ def _print_logs(
         time.sleep(0.5)
 
 
-def _assignments(items: tuple[str, ...], option: str) -> dict[str, str]:
-    pairs: dict[str, str] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint=option)
-        pairs[name] = value
-    return pairs
-
-
 _TF_PATH = click.argument(
     "path", metavar="FILE.tf|DIR", type=click.Path(exists=True, path_type=Path)
 )
@@ -444,8 +424,8 @@ def apply(
 
     options = Options(
         path=path,
-        variables=_assignments(variables, "--var"),
-        repository_urls=_assignments(repository_urls, "--repository-url"),
+        variables=assignments(variables, "--var"),
+        repository_urls=assignments(repository_urls, "--repository-url"),
         endpoint_url=endpoint_url,
         plan_only=plan,
         timeout=timeout,
@@ -473,7 +453,7 @@ def destroy(
 
     options = Options(
         path=path,
-        variables=_assignments(variables, "--var"),
+        variables=assignments(variables, "--var"),
         endpoint_url=endpoint_url,
         plan_only=plan,
         timeout=timeout,

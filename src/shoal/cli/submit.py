@@ -9,20 +9,10 @@ from typing import Any
 import click
 
 from shoal.cli import calls, wait
-from shoal.cli.calls import ENDPOINT, server_errors
+from shoal.cli.calls import ENDPOINT, assignments, server_errors
 from shoal.cli.inventory import Json, name_of
 
 DEPENDENCY_TYPES = ("N_TO_N", "SEQUENTIAL")
-
-
-def assignments(items: tuple[str, ...], option: str) -> dict[str, str]:
-    pairs: dict[str, str] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint=option)
-        pairs[name] = value
-    return pairs
 
 
 def dependency(text: str) -> Json:

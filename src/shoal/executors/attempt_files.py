@@ -26,7 +26,7 @@ import shutil
 import signal
 import time
 from pathlib import Path
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 from shoal.executors.base import LaunchError
 from shoal.executors.cgroups import MemoryCgroups
@@ -114,14 +114,14 @@ class LaunchRequest(TypedDict):
     log_stream: str
 
 
-class Launched(TypedDict, total=False):
+class Launched(TypedDict):
     task: str
     pid: int
     cgroup: str | None
     # Set for an attempt spawned directly by the launcher, which supervises
     # it: the process's start time (clock ticks since boot, /proc/PID/stat),
     # which tells it from a later process that got the same pid.
-    start: int
+    start: NotRequired[int]
 
 
 class AttemptFiles:

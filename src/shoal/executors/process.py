@@ -459,18 +459,9 @@ class ProcessExecutor:
                 return int(Path(path).read_text().strip())
             except (OSError, ValueError):
                 pass
-            if time.monotonic() > deadline or not self._launcher_may_record(handle):
+            if time.monotonic() > deadline:
                 return None
             await asyncio.sleep(0.02)
-
-    def _launcher_may_record(self, handle: Handle) -> bool:
-        """Is some launcher process left that could record this attempt's exit?"""
-        pid = int(handle["pid"])
-        # A zombie still has a parent that has not reaped it: that launcher.
-        with contextlib.suppress(OSError, IndexError):
-            stat = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()
-            return stat[0] == b"Z"
-        return True  # reaped: its launcher is writing the file, or did
 
     async def _drain(self, handle: Handle, *, final: bool) -> None:
         """Pump a chunk at a time, letting the event loop serve requests in
