@@ -47,6 +47,8 @@ from shoal.executors import launcher
 from shoal.runtime import host_name, run_dir
 
 HOST_TERMINATED = "Host EC2"
+OOM_REASON = "OutOfMemoryError: Container killed due to memory usage"
+ONE_ATTEMPT: dict[str, Any] = {"retryStrategy": {"attempts": 1}}
 
 
 @pytest.fixture
@@ -121,6 +123,44 @@ def test_jobs_survive_the_launcher_and_later_jobs_still_start(
         detail = wait_for(batch, job_id)
         assert detail["container"]["exitCode"] == i, detail
         assert job_log(logs, detail) == [f"job {i}"]
+
+
+def test_a_job_that_ended_unreaped_when_its_launcher_died_keeps_its_exit_code(
+    tmp_path: Path, servers: list[Server]
+) -> None:
+    """The job exits while its launcher is frozen, so nobody reaps it or
+    records its exit; then the launcher is killed. The server, now the
+    zombie's parent, takes its exit status from the zombie itself."""
+    server = start_engine_server(tmp_path, "--host-vcpus", "8")
+    servers.append(server)
+    batch = server.client("batch")
+    env = make_env(batch, "z")
+    gate, pidfile = tmp_path / "gate", tmp_path / "pid"
+    job_id = submit(
+        batch, env, sh(f"echo $$ > {pidfile}; until [ -e {gate} ]; do sleep 0.05; done; exit 7")
+    )
+    wait_for(batch, job_id, "RUNNING")
+    pid = read_pid(pidfile)
+    launcher = launcher_pid(server)
+    os.kill(launcher, signal.SIGSTOP)
+    try:
+        gate.touch()
+
+        def zombie() -> bool:
+            stat = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()
+            return stat[0] == b"Z"
+
+        wait_until(zombie, what="the job to end, unreaped")
+        run = run_dir(host_name(tmp_path / "data")) or tmp_path / "data" / "attempts"
+        assert not list(run.glob("*.exit")), "nobody recorded the exit yet"
+    finally:
+        os.kill(launcher, signal.SIGKILL)
+        os.kill(launcher, signal.SIGCONT)
+    wait_gone(launcher)
+    detail = wait_for(batch, job_id)
+    assert (detail["status"], detail["container"]["exitCode"]) == ("FAILED", 7), detail
+    assert server.proc is not None
+    wait_until(lambda: not zombies(server.proc.pid), what="the server to reap the job")
 
 
 def reboot_mid_run(
@@ -252,6 +292,8 @@ class SlowCleanups:
     """Stands in for AttemptFiles in the launcher's loop: each clean-up takes
     a while, as thousands of them do on a loaded host."""
 
+    cgroups = None
+
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self.cleaned: list[str] = []
@@ -375,3 +417,61 @@ def test_a_launcher_whose_server_dies_records_its_jobs_exits_then_leaves(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def memory_cgroup_root() -> Path | None:
+    for root in (Path("/sys/fs/cgroup/memory"), Path("/sys/fs/cgroup")):
+        usable = (root / "cgroup.procs").exists() and os.access(root, os.W_OK)
+        if usable and (
+            root.name == "memory" or "memory" in (root / "cgroup.controllers").read_text()
+        ):
+            return root
+    return None
+
+
+@pytest.mark.skipif(memory_cgroup_root() is None, reason="no writable memory cgroup here")
+def test_memory_cgroups_are_reused_only_when_clean(tmp_path: Path, servers: list[Server]) -> None:
+    """The launcher keeps emptied cgroups for the next attempt with the same
+    limit: a reused one still holds its job to the limit, and one whose job
+    was OOM-killed is never reused (the kill would be blamed on the next job)."""
+    server = start_engine_server(tmp_path, "--host-vcpus", "8")
+    servers.append(server)
+    batch = server.client("batch")
+    env = make_env(batch, "cg")
+    root = memory_cgroup_root()
+    assert root is not None and server.data_dir is not None
+    parent = root / host_name(server.data_dir)
+    limit = {"resourceRequirements": [{"type": "MEMORY", "value": "32"}]}
+    hog = [sys.executable, "-c", "x = b'x' * (200 * 1024 * 1024); print('survived')"]
+
+    def cgroups() -> list[str]:
+        return sorted(p.name for p in parent.iterdir() if p.is_dir())
+
+    def spares() -> list[str]:
+        return [name for name in cgroups() if name.startswith(".spare-")]
+
+    first = wait_for(batch, submit(batch, env, ["true"], name="first", overrides=limit))
+    assert first["status"] == "SUCCEEDED", first
+    wait_until(lambda: len(spares()) == 1, what="the emptied cgroup kept for reuse")
+    kept = spares()
+
+    oom = wait_for(batch, submit(batch, env, hog, name="hog", overrides=limit, **ONE_ATTEMPT))
+    assert oom["container"]["reason"] == OOM_REASON, oom
+    # The hog ran in the kept cgroup (it is no longer a spare), and its cgroup,
+    # OOM-killed in, is removed rather than kept.
+    wait_until(
+        lambda: spares() != kept and not [name for name in cgroups() if name[0] != "."],
+        what="the hog's cgroup removed",
+    )
+    assert spares() == []
+
+    # A job killed by SIGKILL after an OOM kill in its cgroup's predecessor is
+    # not reported as out of memory.
+    killed = wait_for(
+        batch, submit(batch, env, sh("kill -9 $$"), name="killed", overrides=limit, **ONE_ATTEMPT)
+    )
+    assert killed["container"]["exitCode"] == 137, killed
+    assert killed["container"].get("reason") != OOM_REASON, killed
+    wait_until(lambda: len(spares()) == 1, what="the killed job's clean cgroup kept")
+    again = wait_for(batch, submit(batch, env, hog, name="again", overrides=limit, **ONE_ATTEMPT))
+    assert again["container"]["reason"] == OOM_REASON, again

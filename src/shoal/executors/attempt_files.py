@@ -51,6 +51,9 @@ trap : TERM INT
 echo $? > "$r.exit"
 """
 _POOL_SIZE = 256  # emptied working directories kept for reuse
+# How long a PATH lookup is remembered (a program put earlier in the PATH is
+# seen after at most this long).
+_WHICH_SECONDS = 1.0
 
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -151,6 +154,7 @@ class AttemptFiles:
         self._pool.mkdir(parents=True, exist_ok=True)
         self._spare = [entry.name for entry in os.scandir(self._pool)]
         self._pool_serial = max((int(n) for n in self._spare if n.isdigit()), default=0)
+        self._which_cache: dict[tuple[str, str], tuple[str, float]] = {}
 
     def base(self, task: str) -> str:
         """Prefix of the attempt's files in the run directory."""
@@ -181,7 +185,7 @@ class AttemptFiles:
             # execs: a missing program fails to start (not exit code 127 from
             # the shell), and the supervisor never runs a shell builtin of the
             # same name in its place (`echo` with escapes, `exit 3`).
-            found = shutil.which(command[0], path=request["environment"].get("PATH", os.defpath))
+            found = self._which(command[0], request["environment"].get("PATH", os.defpath))
             if found is None:
                 raise LaunchError(
                     f'CannotStartContainerError: exec: "{command[0]}": executable file '
@@ -329,6 +333,25 @@ class AttemptFiles:
             "start": start,
         }
 
+    def _which(self, name: str, path: str) -> str | None:
+        """`shutil.which`, remembered for a moment: a PATH search is a stat
+        per directory, on the path of every launch, and most jobs run the same
+        few programs. A remembered answer is checked with one access()."""
+        now = time.monotonic()
+        key = (name, path)
+        cached = self._which_cache.get(key)
+        fresh = cached is not None and now - cached[1] < _WHICH_SECONDS
+        if fresh and cached is not None and os.access(cached[0], os.X_OK):
+            return cached[0]
+        found = shutil.which(name, path=path)
+        if found is None:
+            self._which_cache.pop(key, None)
+        else:
+            if len(self._which_cache) >= 1024:
+                self._which_cache.clear()
+            self._which_cache[key] = (found, now)
+        return found
+
     def _make_workdir(self, path: str) -> None:
         if os.path.lexists(path):
             raise FileExistsError(path)
@@ -349,7 +372,7 @@ class AttemptFiles:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(base + suffix)
         if self.cgroups is not None and cgroup:
-            self.cgroups.remove(Path(cgroup))
+            self.cgroups.release(Path(cgroup))
 
     def _drop_workdir(self, path: str) -> None:
         """Back to the pool if the job left it empty, else removed."""

@@ -10,9 +10,9 @@ the other core, and the server only sends a message per launch.
 The wire is a SOCK_SEQPACKET socket pair (message boundaries kept, so each
 message is one JSON object). Server to launcher: `{"op": "launch", ...a
 LaunchRequest}` or `{"op": "clean", "tasks": [[task, cgroup], ...]}`. Launcher to server,
-for each launch in order: `{"task", "pid", "cgroup", "start"}` with a pidfd of
-the attempt's process attached (taken before the launcher reaps it, so it can
-never name a recycled pid), or `{"task", "error"}`.
+for each launch in order: `{"task", "pid", "cgroup", "start"}` (the pid and
+start time name the process: see `attempt_files.same_start`), or `{"task",
+"error"}`.
 
 The launcher is the parent of the attempts it spawns (no per-attempt
 supervisor: that `sh` doubled the cost of a short job). It reaps each, kills
@@ -25,7 +25,6 @@ is killed, its attempts are adopted by the server (see `process.py`).
 
 from __future__ import annotations
 
-import array
 import asyncio
 import collections
 import contextlib
@@ -82,7 +81,7 @@ class Launcher:
         with self.proc.stdin:
             self.proc.stdin.write(orjson.dumps(config))
         self.sock = ours
-        self._pending: list[tuple[str, asyncio.Future[tuple[Launched, int]]]] = []
+        self._pending: list[tuple[str, asyncio.Future[Launched]]] = []
         # A unix seqpacket socket holds only a few messages (max_dgram_qlen,
         # often 10): what does not fit waits here, and the server never blocks
         # on a busy launcher (nor deadlocks with it).
@@ -93,11 +92,10 @@ class Launcher:
         self._loop.add_reader(self.sock.fileno(), self._on_readable)
         self.alive = True
 
-    def launch(self, request: LaunchRequest) -> asyncio.Future[tuple[Launched, int]]:
-        """Send the request now; the future gives (what was launched, a pidfd
-        of its supervisor), or raises LaunchError, or LauncherLost if the
-        launcher ended before answering."""
-        future: asyncio.Future[tuple[Launched, int]] = self._loop.create_future()
+    def launch(self, request: LaunchRequest) -> asyncio.Future[Launched]:
+        """Send the request now; the future gives what was launched, or raises
+        LaunchError, or LauncherLost if the launcher ended before answering."""
+        future: asyncio.Future[Launched] = self._loop.create_future()
         if not self.alive:
             future.set_exception(LauncherLost(request["task"]))
             return future
@@ -147,11 +145,11 @@ class Launcher:
     def _on_readable(self) -> None:
         while True:
             try:
-                data, fds = _receive(self.sock)
+                data = self.sock.recv(_MAX_MESSAGE, socket.MSG_DONTWAIT)
             except BlockingIOError:
                 return
             except OSError:
-                data, fds = b"", []
+                data = b""
             if not data:
                 self._lost()
                 return
@@ -162,19 +160,13 @@ class Launcher:
                 continue
             if not self._pending:
                 log.error("the launcher answered a launch nobody asked for: %s", message)
-                for fd in fds:
-                    os.close(fd)
                 continue
             task, future = self._pending.pop(0)
             if message.get("task") != task:
                 log.error("the launcher answered %s for %s", message.get("task"), task)
             if "error" in message:
                 future.set_exception(LaunchError(str(message["error"])))
-            elif not fds:
-                future.set_exception(LauncherLost(task))
-            elif future.cancelled():
-                os.close(fds[0])
-            else:
+            elif not future.cancelled():
                 launched: Launched = {
                     "task": task,
                     "pid": int(message["pid"]),
@@ -183,7 +175,7 @@ class Launcher:
                 if "start" in message:
                     launched["start"] = int(message["start"])
                     self._exits[task] = self._loop.create_future()
-                future.set_result((launched, fds[0]))
+                future.set_result(launched)
 
     def exit_of(self, task: str) -> asyncio.Future[int] | None:
         """The exit status of an attempt this launcher spawned directly (it
@@ -236,19 +228,6 @@ class Launcher:
         if not running:  # else it stays with the jobs, and we do not wait
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=_EXIT_WAIT_SECONDS)
-
-
-def _receive(sock: socket.socket) -> tuple[bytes, list[int]]:
-    """One message and the descriptors it carries, without blocking.
-    (`socket.recv_fds` of Python 3.11 drops its `flags`.)"""
-    fds = array.array("i")
-    data, ancillary, _, _ = sock.recvmsg(
-        _MAX_MESSAGE, socket.CMSG_LEN(fds.itemsize), socket.MSG_DONTWAIT
-    )
-    for level, kind, payload in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
-    return data, list(fds)
 
 
 # -- the launcher process ------------------------------------------------------
@@ -366,6 +345,8 @@ def _serve(sock: socket.socket, files: AttemptFiles) -> None:
                 connected = False
                 cleanup_deadline = time.monotonic() + _CLEANUP_ON_EXIT_SECONDS
     finally:
+        if files.cgroups is not None:
+            files.cgroups.drop_spares()
         signal.signal(signal.SIGCHLD, previous)
         signal.set_wakeup_fd(-1)
         os.close(wake_r)
@@ -386,14 +367,7 @@ def _launch(sock: socket.socket, files: AttemptFiles, children: _Children, messa
     else:
         if "start" in launched:
             children.tasks[launched["pid"]] = task
-        pidfd = os.pidfd_open(launched["pid"])  # our unreaped child: it cannot be recycled
-        try:
-            socket.send_fds(sock, [orjson.dumps(launched)], [pidfd])
-            return True
-        except OSError:
-            return False
-        finally:
-            os.close(pidfd)
+        answer = orjson.dumps(launched)
     try:
         sock.send(answer)
     except OSError:

@@ -51,13 +51,13 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _alive(pid: int, task_id: str, start: int = 0) -> bool:
+def _alive(pid: int, task_id: str, start: int = 0, *, zombie: bool = False) -> bool:
     """Is `pid` still the attempt `task_id` (not a recycled pid, not a
-    zombie)? A directly spawned attempt is known by its start time, one under
-    a supervisor by the task id in the supervisor's command line."""
+    zombie unless `zombie`)? A directly spawned attempt is known by its start
+    time, one under a supervisor by the task id in the supervisor's command line."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()
-        if stat[0] == b"Z":
+        if stat[0] == b"Z" and not zombie:
             return False
         if start:
             return same_start(start, int(stat[19]))
@@ -152,7 +152,6 @@ class ProcessExecutor:
         self.cgroups = cgroups
         self.log_poll_seconds = log_poll_seconds
         self._children: set[int] = set()  # supervisors spawned by this process
-        self._pidfds: dict[str, int] = {}  # by task: from the launcher, not yet watched
         self._killed: set[str] = set()
         # Without a launcher, removing files and cgroups happens off the event
         # loop, after the exit is recorded.
@@ -233,14 +232,11 @@ class ProcessExecutor:
         self._children.add(launched["pid"])
         return _done(self._handle(launched, spec))
 
-    async def _finish_launch(
-        self, answer: asyncio.Future[tuple[Launched, int]], spec: LaunchSpec
-    ) -> Handle:
+    async def _finish_launch(self, answer: asyncio.Future[Launched], spec: LaunchSpec) -> Handle:
         try:
-            launched, pidfd = await answer
+            launched = await answer
         except LauncherLost:
             return self._resolve_lost(spec)
-        self._pidfds[spec.task_id] = pidfd
         return self._handle(launched, spec)
 
     def _handle(self, launched: Launched, spec: LaunchSpec) -> Handle:
@@ -346,8 +342,7 @@ class ProcessExecutor:
         # (under a supervisor, or spawned before a restart) a pidfd says when
         # it ends and its `.exit` file how.
         reported = self._launcher.exit_of(task) if self._launcher is not None else None
-        pidfd = self._pidfds.pop(task, None)
-        fd = None if reported is not None else self._watch(pid, task, start, ended, pidfd)
+        fd = None if reported is not None else self._watch(pid, task, start, ended)
         # While it runs, a timer moves its output every log_poll_seconds, one
         # chunk per tick so that a job printing a gigabyte never stalls the API.
         # (No task or timer per wake-up: most jobs end before the first tick.)
@@ -372,7 +367,7 @@ class ProcessExecutor:
                 except LauncherLost:
                     # Its attempts are now our children (we are their subreaper).
                     self._reap_orphans_from_now_on()
-                    fd = self._watch(pid, task, start, ended, pidfd)
+                    fd = self._watch(pid, task, start, ended)
                     await ended
             else:
                 await ended
@@ -381,8 +376,6 @@ class ProcessExecutor:
                 timer.cancel()
             if fd is not None:
                 loop.remove_reader(fd)
-            elif pidfd is not None:
-                os.close(pidfd)
             if reported is not None and self._launcher is not None:
                 self._launcher.drop_exit(task)
         if start and code is None:
@@ -469,22 +462,26 @@ class ProcessExecutor:
         while self._pump(handle, final=final):
             await asyncio.sleep(0)
 
-    def _watch(
-        self, pid: int, task: str, start: int, ended: asyncio.Future[None], fd: int | None
-    ) -> int | None:
-        """A pidfd (`fd`, or one opened here) that becomes readable when the
-        attempt's process (its supervisor, or itself) exits."""
-        if fd is None and (
-            pid <= 0 or (pid not in self._children and not _alive(pid, task, start))
-        ):
+    def _watch(self, pid: int, task: str, start: int, ended: asyncio.Future[None]) -> int | None:
+        """A pidfd that becomes readable when the attempt's process (its
+        supervisor, or itself) exits; None, with `ended` set, if it is gone.
+        A directly spawned attempt still unreaped counts: its launcher died,
+        so it is our child now, and `_reap_adopted` takes its exit status."""
+        direct = start > 0
+
+        def same() -> bool:
+            return pid in self._children or _alive(pid, task, start, zombie=direct)
+
+        fd = None
+        if pid > 0 and same():
+            with contextlib.suppress(ProcessLookupError):
+                fd = os.pidfd_open(pid)
+            if fd is not None and not same():  # the pid was reused in between
+                os.close(fd)
+                fd = None
+        if fd is None:
             ended.set_result(None)
             return None
-        if fd is None:
-            try:
-                fd = os.pidfd_open(pid)
-            except ProcessLookupError:
-                ended.set_result(None)
-                return None
 
         def on_exit() -> None:
             if not ended.done():
@@ -611,9 +608,6 @@ class ProcessExecutor:
         task = str(handle["task"])
         self._killed.discard(task)
         self._pumped.pop(task, None)
-        fd = self._pidfds.pop(task, None)
-        if fd is not None:
-            os.close(fd)
         cgroup = handle.get("cgroup")
         files = self._files_for(_home_of(handle))
         if files is not self.files:
@@ -644,9 +638,6 @@ class ProcessExecutor:
             self._launcher.close()
         # Clean-ups not yet made are left to the next start's sweep.
         self._cleaner.shutdown(wait=True, cancel_futures=True)
-        for fd in self._pidfds.values():
-            os.close(fd)
-        self._pidfds.clear()
         run = self.files.run
         if run != self.files.root:
             with contextlib.suppress(OSError):
