@@ -247,34 +247,37 @@ def test_unmanaged_capacity_follows_the_cluster_as_nodes_join(
     big = submit(batch, env, ["true"], overrides={"resourceRequirements": three})
     never = wait_for(batch, big, "RUNNABLE", timeout=30, reason_prefix="MISCONFIGURATION")
     assert "at most 2 vCPU" in never["statusReason"]
-    # Two nodes with 2 CPUs each: four 1-vCPU jobs run and four more wait in
-    # Ray's queue (STARTING: placed, not yet running); the ninth waits here.
+    # Two nodes with 2 CPUs each: four 1-vCPU jobs run, and 20 more (the
+    # least shoal keeps queued in Ray: ray._QUEUED_VCPUS) wait in Ray's queue
+    # (STARTING: placed, not yet running); the next waits here.
     gate = tmp_path / "unmanaged.go"
     hold = sh(f"until [ -e {gate} ]; do sleep 0.05; done")
-    running = [submit(batch, env, hold) for _ in range(8)]
+    queued = 20
+    running = [submit(batch, env, hold) for _ in range(4 + queued)]
 
-    def statuses() -> list[str]:
-        return sorted(j["status"] for j in batch.describe_jobs(jobs=running)["jobs"])
+    def statuses() -> dict[str, int]:
+        found = [j["status"] for j in batch.describe_jobs(jobs=running)["jobs"]]
+        return {status: found.count(status) for status in set(found)}
 
     wait_until(
-        lambda: statuses() == ["RUNNING"] * 4 + ["STARTING"] * 4,
+        lambda: statuses() == {"RUNNING": 4, "STARTING": queued},
         timeout=60,
-        what="four running, four queued in Ray",
+        what="four running, the rest queued in Ray",
     )
     fifth = submit(batch, env, hold)
     waiting = wait_for(batch, fifth, "RUNNABLE", timeout=30, reason_prefix="CAPACITY:INSUFFICIENT")
-    assert "has 0 of 8 vCPU free" in waiting["statusReason"]
-    assert "(its cluster's 4 vCPU, and as many waiting" in waiting["statusReason"]
-    assert statuses() == ["RUNNING"] * 4 + ["STARTING"] * 4
-    # A node with 4 CPUs joins: the queued four run on it, the ninth and the
-    # big job (which a 4-CPU node can hold) are placed.
+    assert f"has 0 of {4 + queued} vCPU free" in waiting["statusReason"]
+    assert f"(its cluster's 4 vCPU, and {queued} more waiting" in waiting["statusReason"]
+    assert statuses() == {"RUNNING": 4, "STARTING": queued}
+    # A node with 4 CPUs joins: four of the queued run on it, and the one
+    # waiting here and the big job (which a 4-CPU node can hold) are placed.
     cluster.cpus = 4
     try:
         cluster.add_worker("127.0.0.5")
     finally:
         cluster.cpus = 2
     try:
-        wait_until(lambda: statuses() == ["RUNNING"] * 8, timeout=60, what="eight running")
+        wait_until(lambda: statuses().get("RUNNING") == 8, timeout=60, what="eight running")
         wait_for(batch, big, ("STARTING", "RUNNING", "SUCCEEDED"), timeout=60)
         wait_for(batch, fifth, ("STARTING", "RUNNING"), timeout=60)
         gate.touch()

@@ -742,9 +742,10 @@ class Engine:
             if blocked_by is None:
                 free = describe_free(limits, used)
                 if isinstance(cluster, Capacity) and cluster.admit != cluster.total:
+                    queued = cluster.admit.vcpus - cluster.total.vcpus
                     free = (
-                        f"{free} (its cluster's {cluster.total.vcpus:g} vCPU, and as many "
-                        "waiting in the cluster's queue)"
+                        f"{free} (its cluster's {cluster.total.vcpus:g} vCPU, and {queued:g} "
+                        "more waiting in the cluster's queue)"
                     )
                 if on_host and self.host is not None and not host_ok:
                     free = f"{free}; this host has {describe_free(self.host, self._host_used)}"

@@ -65,6 +65,11 @@ _REASONS = (
     "CannotInspectContainerError:",
 )
 _READ_WAIT = 10.0  # seconds a read of an attempt's output waits for news
+# After a poll that brought news, the next waits this long: the engine has
+# recorded the exits and placed the jobs they made room for by then, and
+# the poll carries their launches (and the attempts to forget) in the same
+# call. Calls to the dispatcher are most of its cost per job.
+_POLL_GAP = 0.002
 _CAPACITY_POLL = 2.0  # how often the cluster's resources are read
 _MIB = 1 << 20
 
@@ -112,6 +117,7 @@ class RayExecutor:
         self._launches: list[tuple[str, dict[str, Any]]] = []
         self._follows: dict[str, _Follow] = {}
         self._pump: asyncio.Future[None] | None = None
+        self._pump_gap = False  # the pump's next poll is about to go
         self._background: set[asyncio.Future[None]] = set()
 
     # -- the cluster ----------------------------------------------------------
@@ -331,12 +337,18 @@ class RayExecutor:
             "ip": info["ip"],
         }
 
-    def _submit(self, dispatcher: Any) -> None:
+    def _take_launches(self) -> list[tuple[str, dict[str, Any]]]:
         batch, self._launches = self._launches, []
-        ref = dispatcher.submit.remote(batch)
         for task, _ in batch:
             if (follow := self._follows.get(task)) is not None:
                 follow.submitted = True  # polls ask about it from now on
+        return batch
+
+    def _submit(self, dispatcher: Any) -> None:
+        if self._pump_gap or not self._launches:
+            return  # the next poll, about to go, carries them
+        batch = self._take_launches()
+        ref = dispatcher.submit.remote(batch)
 
         async def submitted() -> None:
             try:
@@ -374,15 +386,24 @@ class RayExecutor:
         return follow
 
     async def _run_pump(self, dispatcher: Any) -> None:
+        news: dict[str, Any] = {}
         try:
             while any(not f.ended.done() for f in self._follows.values()):
+                if news:
+                    self._pump_gap = True
+                    try:
+                        await asyncio.sleep(_POLL_GAP)
+                    finally:
+                        self._pump_gap = False
+                launches = self._take_launches()
+                forgotten, self._forgotten = self._forgotten, []
                 interest = {
                     task: [f.seq, f.began.done()]
                     for task, f in self._follows.items()
                     if f.submitted and not f.ended.done()
                 }
                 try:
-                    news = await dispatcher.poll.remote(interest, _READ_WAIT)
+                    news = await dispatcher.poll.remote(interest, _READ_WAIT, launches, forgotten)
                 except Exception as e:
                     # The dispatcher is gone (its node died, or it was
                     # killed): the attempts it owned went with it.
@@ -398,6 +419,8 @@ class RayExecutor:
             self._pump = None
             if any(not f.ended.done() for f in self._follows.values()):
                 self._pump = asyncio.ensure_future(self._run_pump(dispatcher))
+            else:
+                self._forget()
 
     def _take(self, task: str, follow: _Follow, item: dict[str, Any]) -> None:
         if item.get("gone"):
@@ -490,6 +513,8 @@ class RayExecutor:
             self._forget()
 
     def _forget(self) -> None:
+        if self._pump is not None:
+            return  # the pump's next poll carries them
         tasks, self._forgotten = self._forgotten, []
         if self._dispatcher is not None and tasks:
             with contextlib.suppress(Exception):
@@ -497,6 +522,8 @@ class RayExecutor:
 
     def close(self) -> None:
         self._closed.set()
+        self._pump = None
+        self._forget()  # what the pump would have carried
 
     # -- how much output is stored --------------------------------------------
     def _stored(self, task: str) -> int:
@@ -556,6 +583,12 @@ def _bundle(need: dict[str, Any]) -> dict[str, float]:
     return bundle
 
 
+# The least an UNMANAGED compute environment keeps waiting in Ray's queue, in
+# vCPUs: at a few hundred jobs a second, what arrives in a round trip to the
+# engine, with room for Ray's own pending lease requests (ten per task shape).
+_QUEUED_VCPUS = 20.0
+
+
 def _capacity_of(nodes: list[dict[str, Any]]) -> Capacity:
     alive = [n.get("Resources") or {} for n in nodes if n.get("Alive")]
 
@@ -572,12 +605,16 @@ def _capacity_of(nodes: list[dict[str, Any]]) -> Capacity:
         gpus=int(max((r.get("GPU", 0.0) for r in alive), default=0.0)),
     )
     total = limits(alive)
-    # Ray queues tasks beyond its free resources and starts the next one on
-    # a freed worker at once: keep a queue as deep as the cluster is wide.
+    # Ray queues tasks beyond its free resources, and the owner of a task that
+    # ends gives its worker the next task of the same shape at once, with no
+    # new lease from a raylet (which can cost more than the task). So keep a
+    # queue as deep as the cluster is wide, and never shallower than what
+    # arrives while a freed slot's news travels to the engine and back.
+    factor = 1 + max(1.0, _QUEUED_VCPUS / total.vcpus) if total.vcpus > 0 else 2.0
     admit = Limits(
-        vcpus=total.vcpus * 2,
-        memory_mib=None if total.memory_mib is None else total.memory_mib * 2,
-        gpus=None if total.gpus is None else total.gpus * 2,
+        vcpus=total.vcpus * factor,
+        memory_mib=None if total.memory_mib is None else int(total.memory_mib * factor),
+        gpus=None if total.gpus is None else int(total.gpus * factor),
     )
     return Capacity(total, biggest, admit)
 

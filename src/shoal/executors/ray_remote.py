@@ -52,7 +52,7 @@ import ray
 
 from shoal.executors.cgroups import MemoryCgroups
 
-PROTOCOL = 3  # part of the dispatcher's name: a new protocol gets a new dispatcher
+PROTOCOL = 4  # part of the dispatcher's name: a new protocol gets a new dispatcher
 
 # The watchdog's grandchild (`sh -c WATCHDOG sh GROUPS_FILE`): on SIGHUP, its
 # parent (and so the Ray worker) is gone: kill every listed process group,
@@ -535,12 +535,25 @@ class Dispatcher:
         await pg.ready()
         return pg
 
-    async def poll(self, interest: dict[str, list[Any]], timeout: float) -> dict[str, Any]:
+    async def poll(
+        self,
+        interest: dict[str, list[Any]],
+        timeout: float,
+        submit: list[tuple[str, dict[str, Any]]] | None = None,
+        forget: list[str] | None = None,
+    ) -> dict[str, Any]:
         """What is new for the attempts shoal follows, given per task id as
         [the last output chunk shoal stored, whether it knows where the
         attempt runs]: where it runs, output chunks (the stored ones are
         dropped here), and its exit once all output is taken. Waits up to
-        `timeout` seconds when there is nothing new."""
+        `timeout` seconds when there is nothing new.
+
+        A busy engine's attempts to `submit` and to `forget` come with it: one
+        call instead of three."""
+        if forget:
+            await self.forget(forget)
+        if submit:
+            await self.submit(submit)
         news = self._news(interest)
         if not news:
             changed = self._changed
