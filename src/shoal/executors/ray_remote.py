@@ -141,6 +141,20 @@ class _Watchdog:
         tmp.replace(cls.path)
 
 
+class _Cgroups:
+    """This worker process's memory cgroups (one object, so that emptied
+    cgroups are reused by its next attempts; its spares are removed by the
+    next worker to start on the node once it is gone)."""
+
+    cgroups: MemoryCgroups | None = None
+
+    @classmethod
+    def get(cls) -> MemoryCgroups:
+        if cls.cgroups is None:
+            cls.cgroups = MemoryCgroups("shoal-ray", sweep=False)
+        return cls.cgroups
+
+
 def run_attempt(
     dispatcher: Any,
     task_id: str,
@@ -175,7 +189,7 @@ def run_attempt(
             "error": f'exec: "{what}": executable file not found in $PATH',
         }
     workdir = tempfile.mkdtemp(prefix=f"shoal-{task_id}-")
-    cgroups = MemoryCgroups("shoal-ray", sweep=False) if memory_mib else None
+    cgroups = _Cgroups.get() if memory_mib else None
     cgroup = cgroups.create(task_id, memory_mib) if cgroups and memory_mib else None
     argv = ["sh", "-c", JOIN_CGROUP, str(cgroup), *command] if cgroup else command
     try:
@@ -191,7 +205,7 @@ def run_attempt(
     except OSError as e:
         shutil.rmtree(workdir, ignore_errors=True)
         if cgroups is not None:
-            cgroups.remove(cgroup)
+            cgroups.release(cgroup)
         return {"node": node_id, "ip": ip, "error": f"{command[0]}: {e.strerror or e}"}
     _Watchdog.add(proc.pid)
     done = threading.Event()
@@ -215,7 +229,7 @@ def run_attempt(
         code = 128 - code  # killed by a signal: as a shell reports it
     oom = cgroups is not None and cgroups.oom_killed(cgroup)
     if cgroups is not None:
-        cgroups.remove(cgroup)
+        cgroups.release(cgroup)  # kept for this worker's next attempt if clean
     return {"node": node_id, "ip": ip, "code": code, "oom": oom}
 
 
