@@ -1027,6 +1027,11 @@ class Engine:
     ) -> Job | None:
         """STARTING -> RUNNING with the attempt's handle; the job as written, or
         None if its status moved underneath (e.g. its queue was deleted)."""
+        running = self._as_running(job, attempt, spec, started_at)
+        return running if tx.set_job_state(running, JobStatus.STARTING) else None
+
+    def _as_running(self, job: Job, attempt: Attempt, spec: LaunchSpec, started_at: int) -> Job:
+        """The job RUNNING its attempt (not written)."""
         latest = attempt.job or job
         runtime = {
             **latest.runtime,
@@ -1037,10 +1042,9 @@ class Engine:
                 "logStreamName": spec.log_stream,
             },
         }
-        running = dataclasses.replace(
+        return dataclasses.replace(
             latest, status=JobStatus.RUNNING, started_at=started_at, runtime=runtime
         )
-        return running if tx.set_job_state(running, JobStatus.STARTING) else None
 
     async def _watch(self, attempt: Attempt, spec: Json, started_at: int, elapsed_ms: int) -> None:
         assert attempt.handle is not None
@@ -1100,8 +1104,18 @@ class Engine:
         exits: list[tuple[Attempt, Exit, int | None]],
         now: int,
     ) -> None:
-        """Record launches (STARTING -> RUNNING), then exits, in `tx`."""
+        """Record launches (STARTING -> RUNNING), then exits, in `tx`.
+
+        An attempt that ended before its launch was recorded (most short jobs)
+        is written once, from STARTING straight to how it ended: its RUNNING
+        would be overwritten in this same transaction, unseen."""
+        ending = {id(attempt) for attempt, _, _ in exits}
+        unwritten: set[int] = set()  # attempts whose RUNNING is in memory only
         for starting, attempt, spec, launched_at in marks:
+            if id(attempt) in ending and not isinstance(attempt.executor, multinode.Gang):
+                attempt.job = self._as_running(starting, attempt, spec, launched_at)
+                unwritten.add(id(attempt))
+                continue
             attempt.job = self._mark_started(tx, starting, attempt, spec, launched_at)
             if attempt.job is not None and isinstance(attempt.executor, multinode.Gang):
                 attempt.executor.write_started(tx, attempt.job, launched_at)
@@ -1110,7 +1124,8 @@ class Engine:
         for attempt, exit_, started_at in exits:
             job = attempt.job or stored[attempt.job_id]
             after = self._after_exit(job, attempt, exit_, started_at, now)
-            if not tx.set_job_state(after, job.status):
+            was = JobStatus.STARTING if id(attempt) in unwritten else job.status
+            if not tx.set_job_state(after, was):
                 # Our copy was stale: apply the exit to what is stored.
                 fresh = tx.get_jobs([attempt.job_id])[attempt.job_id]
                 after = self._after_exit(fresh, attempt, exit_, started_at, now)
