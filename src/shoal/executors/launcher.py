@@ -346,7 +346,7 @@ def _serve(sock: socket.socket, files: AttemptFiles) -> None:
                 cleanup_deadline = time.monotonic() + _CLEANUP_ON_EXIT_SECONDS
     finally:
         if files.cgroups is not None:
-            files.cgroups.drop_spares()
+            files.cgroups.close()  # its spares, and the parent if that leaves it empty
         signal.signal(signal.SIGCHLD, previous)
         signal.set_wakeup_fd(-1)
         os.close(wake_r)
