@@ -370,8 +370,9 @@ def test_terminate_stops_a_retried_attempt(batch: Any, unique: str, tmp_path: Pa
     script = f'[ "$AWS_BATCH_JOB_ATTEMPT" = 1 ] && exit 1; echo $$ > {pidfile}; exec sleep 30'
     job_id = submit(batch, env, sh(script), retryStrategy={"attempts": 3})
     pid = read_pid(pidfile)
-    detail = describe(batch, job_id)
-    assert detail["status"] == "RUNNING" and len(detail["attempts"]) == 1, detail
+    # The second attempt's process runs; its RUNNING is recorded moments after.
+    detail = wait_for(batch, job_id, "RUNNING")
+    assert len(detail["attempts"]) == 1, detail
     stop(batch, "terminate", job_id, "stop the second")
     detail = wait_for(batch, job_id, timeout=10)
     assert (detail["status"], detail["statusReason"]) == ("FAILED", "stop the second")

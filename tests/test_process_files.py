@@ -158,7 +158,7 @@ def test_a_job_that_ended_unreaped_when_its_launcher_died_keeps_its_exit_code(
         os.kill(launcher, signal.SIGCONT)
     wait_gone(launcher)
     detail = wait_for(batch, job_id)
-    assert (detail["status"], detail["container"]["exitCode"]) == ("FAILED", 7), detail
+    assert (detail["status"], detail["container"].get("exitCode")) == ("FAILED", 7), detail
     assert server.proc is not None
     wait_until(lambda: not zombies(server.proc.pid), what="the server to reap the job")
 
@@ -398,10 +398,9 @@ def test_a_launcher_whose_server_dies_records_its_jobs_exits_then_leaves(
             }
             ours.send(orjson.dumps(request))
         if not unread:
-            for _ in range(2):
-                _, fds, _, _ = socket.recv_fds(ours, 1 << 16, 1)
-                for fd in fds:
-                    os.close(fd)
+            ours.settimeout(10)
+            answers = [orjson.loads(ours.recv(1 << 16)) for _ in range(2)]
+            assert [a["task"] for a in answers] == ["a" * 32, "b" * 32]
         wait_until(lambda: len(list(run.glob("*.started"))) == 2, what="both jobs to start")
         wait_until(
             lambda: all(p.read_text().strip() for p in run.glob("*.started")), what="their pids"

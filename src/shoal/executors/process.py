@@ -44,6 +44,8 @@ _PR_SET_CHILD_SUBREAPER = 36
 # record the exit of an attempt it saw end.
 _EXIT_FILE_WAIT_SECONDS = 5.0
 _ORPHAN_REAP_SECONDS = 1.0
+# How long an attempt of a launcher that is dying may take to become our child.
+_ADOPTION_SECONDS = 5.0
 _READ_CHUNK = 1024 * 1024
 
 
@@ -64,6 +66,13 @@ def _alive(pid: int, task_id: str, start: int = 0, *, zombie: bool = False) -> b
         return task_id.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, IndexError, ValueError):
         return False
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _become_subreaper() -> bool:
@@ -380,7 +389,7 @@ class ProcessExecutor:
                 self._launcher.drop_exit(task)
         if start and code is None:
             if fd is not None:
-                code = self._reap_adopted(pid, task, fd, handle)
+                code = await self._reap_adopted(pid, task, fd, handle)
             if code is None:
                 code = await self._exit_file(handle, task)
         if fd is not None:
@@ -388,13 +397,25 @@ class ProcessExecutor:
         await self._drain(handle, final=True)
         return self._exit(handle, pid, task, code)
 
-    def _reap_adopted(self, pid: int, task: str, fd: int, handle: Handle) -> int | None:
+    async def _reap_adopted(self, pid: int, task: str, fd: int, handle: Handle) -> int | None:
         """The exit of an attempt whose launcher died, if it is our child now
-        (we are the subreaper); then reap what else we adopted and ended."""
-        try:
-            info = os.waitid(os.P_PIDFD, fd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        except (ChildProcessError, OSError):
-            return None  # not ours: its launcher lives, or init has it
+        (we are the subreaper); then reap what else we adopted and ended.
+
+        A dying process closes its files (we see the launcher's socket close)
+        before its children are handed to us: while the attempt's parent is
+        still the dying launcher, it is ours in a moment."""
+        deadline = time.monotonic() + _ADOPTION_SECONDS
+        while True:
+            try:
+                info = os.waitid(os.P_PIDFD, fd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+                break
+            except ChildProcessError:
+                launcher = self._launcher.proc.pid if self._launcher is not None else None
+                if launcher is None or _parent(pid) != launcher or time.monotonic() > deadline:
+                    return None  # not ours: its launcher lives, or init has it
+                await asyncio.sleep(0.005)
+            except OSError:
+                return None
         if info is None:
             return None
         with contextlib.suppress(OSError):
