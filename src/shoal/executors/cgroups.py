@@ -23,7 +23,7 @@ log = logging.getLogger("shoal.cgroups")
 
 _V1 = Path("/sys/fs/cgroup/memory")
 _V2 = Path("/sys/fs/cgroup")
-_SPARES = 64  # clean cgroups kept for reuse, per process
+_SPARES = 64  # clean cgroups kept for reuse, per memory limit, per process
 # A reused cgroup starts with what its last job left charged to it (page
 # cache of files it wrote): more than this, and it is removed instead.
 _REUSE_CHARGED_BYTES = 4 << 20

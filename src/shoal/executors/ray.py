@@ -512,8 +512,8 @@ class RayExecutor:
         elif self._loop is None:
             self._forget()
 
-    def _forget(self) -> None:
-        if self._pump is not None:
+    def _forget(self, *, now: bool = False) -> None:
+        if self._pump is not None and not now:
             return  # the pump's next poll carries them
         tasks, self._forgotten = self._forgotten, []
         if self._dispatcher is not None and tasks:
@@ -522,8 +522,7 @@ class RayExecutor:
 
     def close(self) -> None:
         self._closed.set()
-        self._pump = None
-        self._forget()  # what the pump would have carried
+        self._forget(now=True)  # what the pump would have carried
 
     # -- how much output is stored --------------------------------------------
     def _stored(self, task: str) -> int:
