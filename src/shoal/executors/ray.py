@@ -65,11 +65,14 @@ _REASONS = (
     "CannotInspectContainerError:",
 )
 _READ_WAIT = 10.0  # seconds a read of an attempt's output waits for news
-# After a poll that brought news, the next waits this long: the engine has
-# recorded the exits and placed the jobs they made room for by then, and
-# the poll carries their launches (and the attempts to forget) in the same
-# call. Calls to the dispatcher are most of its cost per job.
-_POLL_GAP = 0.002
+# After a poll that brought news, while attempts are in flight, the next
+# waits this long: the engine has recorded the exits and placed the jobs they
+# made room for by then, the poll carries their launches (and the attempts to
+# forget) in the same call, and it finds more news waiting. Calls to the
+# dispatcher are most of its cost per job, and the jobs queued in Ray keep
+# the cluster busy meanwhile. (Measured on 4 CPUs: 2 ms gave 104-178 jobs/s,
+# 10 ms 139-204, 20 ms 141-150.)
+_POLL_GAP = 0.010
 _CAPACITY_POLL = 2.0  # how often the cluster's resources are read
 _MIB = 1 << 20
 
