@@ -28,6 +28,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -46,6 +47,10 @@ log = logging.getLogger("shoal.executors.docker")
 
 T = TypeVar("T")
 _MAX_EVENT = 256 * 1024
+# dockerd records an OOM kill (State.OOMKilled) when containerd's OOM event
+# reaches it, which can be after the container's exit (moby/moby#18510): a
+# container killed by SIGKILL is looked at again for this long.
+_OOM_FLAG_SECONDS = 1.0
 
 
 def _ms(stamp: str) -> int:
@@ -220,9 +225,14 @@ class DockerExecutor:
         status = container.wait()
         container.reload()
         state = container.attrs.get("State", {})
-        return int(status.get("StatusCode", state.get("ExitCode", -1))), bool(
-            state.get("OOMKilled")
-        )
+        code = int(status.get("StatusCode", state.get("ExitCode", -1)))
+        oom = bool(state.get("OOMKilled"))
+        deadline = time.monotonic() + _OOM_FLAG_SECONDS
+        while code == 137 and not oom and time.monotonic() < deadline:
+            time.sleep(0.05)
+            container.reload()
+            oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
+        return code, oom
 
     def _pump(self, handle: Handle) -> None:
         """Follow the container's output into the log store until it ends, a
