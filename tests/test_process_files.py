@@ -472,4 +472,6 @@ def test_memory_cgroups_are_reused_only_when_clean(tmp_path: Path, servers: list
     assert killed["container"].get("reason") != OOM_REASON, killed
     wait_until(lambda: len(spares()) == 1, what="the killed job's clean cgroup kept")
     again = wait_for(batch, submit(batch, env, hog, name="again", overrides=limit, **ONE_ATTEMPT))
+    # It ran in the kept cgroup (which is gone from the spares), held to its limit.
     assert again["container"]["reason"] == OOM_REASON, again
+    wait_until(lambda: cgroups() == [], what="the reused cgroup removed after its OOM kill")

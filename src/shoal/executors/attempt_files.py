@@ -69,16 +69,22 @@ def same_start(recorded: int, actual: int) -> bool:
     return recorded <= actual <= recorded + 1
 
 
+def proc_stat(pid: int) -> list[bytes]:
+    """The fields of /proc/PID/stat after the command name: [state, ppid,
+    pgrp, session, ...], starttime at 19; empty if the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
 def process_start(pid: int) -> int:
     """When `pid` started (clock ticks since boot); 0 if it is gone. With the
     pid, it names one process: a pid can be reused, the pair cannot (pids
     wrap after millions of processes, not within one clock tick)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return 0
-    return int(stat.rsplit(b")", 1)[1].split()[19])
+    stat = proc_stat(pid)
+    return int(stat[19]) if stat else 0
 
 
 def own_cgroup_procs(cgroups: MemoryCgroups | None) -> Path | None:

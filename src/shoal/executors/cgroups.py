@@ -166,7 +166,7 @@ class MemoryCgroups:
             return False
         return not self.oom_killed(Path(path))
 
-    def drop_spares(self) -> None:
+    def _drop_spares(self) -> None:
         """Remove the spares this process keeps (before it exits)."""
         spares, self._spares = self._spares, {}
         for paths in spares.values():
@@ -191,7 +191,7 @@ class MemoryCgroups:
 
     def close(self) -> None:
         """Remove the parent cgroup if no attempt is left in it."""
-        self.drop_spares()
+        self._drop_spares()
         if self.root is not None:
             with contextlib.suppress(OSError):
                 os.rmdir(self.root)

@@ -30,7 +30,13 @@ from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from shoal.executors.attempt_files import AttemptFiles, Launched, LaunchRequest, same_start
+from shoal.executors.attempt_files import (
+    AttemptFiles,
+    Launched,
+    LaunchRequest,
+    proc_stat,
+    same_start,
+)
 from shoal.executors.base import OOM_REASON, Exit, Handle, LaunchError, LaunchSpec
 from shoal.executors.cgroups import MemoryCgroups
 from shoal.executors.launcher import Launcher, LauncherLost
@@ -43,6 +49,7 @@ _PR_SET_CHILD_SUBREAPER = 36
 # How long a reattached server waits for the launcher of a previous server to
 # record the exit of an attempt it saw end.
 _EXIT_FILE_WAIT_SECONDS = 5.0
+# After a launcher's death, how often the server reaps what its jobs left.
 _ORPHAN_REAP_SECONDS = 1.0
 # How long an attempt of a launcher that is dying may take to become our child.
 _ADOPTION_SECONDS = 5.0
@@ -57,22 +64,15 @@ def _alive(pid: int, task_id: str, start: int = 0, *, zombie: bool = False) -> b
     """Is `pid` still the attempt `task_id` (not a recycled pid, not a
     zombie unless `zombie`)? A directly spawned attempt is known by its start
     time, one under a supervisor by the task id in the supervisor's command line."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()
-        if stat[0] == b"Z" and not zombie:
-            return False
-        if start:
-            return same_start(start, int(stat[19]))
-        return task_id.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, IndexError, ValueError):
+    stat = proc_stat(pid)
+    if not stat or (stat[0] == b"Z" and not zombie):
         return False
-
-
-def _parent(pid: int) -> int | None:
+    if start:
+        return same_start(start, int(stat[19]))
     try:
-        return int(Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
+        return task_id.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def _become_subreaper() -> bool:
@@ -410,8 +410,15 @@ class ProcessExecutor:
                 info = os.waitid(os.P_PIDFD, fd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
                 break
             except ChildProcessError:
-                launcher = self._launcher.proc.pid if self._launcher is not None else None
-                if launcher is None or _parent(pid) != launcher or time.monotonic() > deadline:
+                lost = self._launcher
+                stat = proc_stat(pid)
+                if (
+                    lost is None
+                    or lost.alive
+                    or not stat
+                    or int(stat[1]) != lost.proc.pid
+                    or time.monotonic() > deadline
+                ):
                     return None  # not ours: its launcher lives, or init has it
                 await asyncio.sleep(0.005)
             except OSError:
@@ -457,10 +464,9 @@ class ProcessExecutor:
                     for kid in map(int, kids):
                         if kid in ours:
                             continue
-                        with contextlib.suppress(OSError, IndexError, ValueError):
-                            stat = Path(f"/proc/{kid}/stat").read_bytes().rsplit(b")", 1)[1]
-                            fields = stat.split()
-                            if fields[0] == b"Z" and int(fields[3]) != session:
+                        fields = proc_stat(kid)
+                        if fields and fields[0] == b"Z" and int(fields[3]) != session:
+                            with contextlib.suppress(ChildProcessError):
                                 os.waitpid(kid, os.WNOHANG)
 
     async def _exit_file(self, handle: Handle, task: str) -> int | None:
