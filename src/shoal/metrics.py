@@ -92,6 +92,12 @@ class EngineMetrics:
     def executor_error(self, executor: str) -> None:
         """A launch failed, or waiting on an attempt failed."""
 
+    def attempt_followed(self) -> None:
+        """An attempt was placed on the slot of a running one, to start when it ends."""
+
+    def attempt_called_off(self) -> None:
+        """Such an attempt waited too long: its job is RUNNABLE again."""
+
 
 class _JobCounts(Collector):
     """shoal_jobs: one GROUP BY on the store per scrape."""
@@ -192,6 +198,16 @@ class Metrics(EngineMetrics):
             ["executor"],
             registry=r,
         )
+        self.slot_followers = Counter(
+            "shoal_slot_followers",
+            "Attempts placed on the slot of a running attempt of a stream of short jobs, to "
+            "start the moment it ends (event=placed), and those that waited too long and "
+            "went back to RUNNABLE (event=called_off).",
+            ["event"],
+            registry=r,
+        )
+        for event in ("placed", "called_off"):
+            self.slot_followers.labels(event)  # present from 0, for rate()
         build = Gauge(
             "shoal_build_info", "shoal's version; always 1.", ["version", "python"], registry=r
         )
@@ -236,3 +252,9 @@ class Metrics(EngineMetrics):
 
     def executor_error(self, executor: str) -> None:
         self.executor_errors.labels(executor).inc()
+
+    def attempt_followed(self) -> None:
+        self.slot_followers.labels("placed").inc()
+
+    def attempt_called_off(self) -> None:
+        self.slot_followers.labels("called_off").inc()

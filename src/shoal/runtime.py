@@ -166,6 +166,7 @@ def build(settings: Settings) -> Runtime:
             default_executor=settings.default_executor,
             host=host_limits(settings),
             kill_grace_seconds=settings.kill_grace_seconds,
+            follow_wait_seconds=settings.follow_wait_seconds,
             job_environment=settings.job_environment,
             spot_interruption_rate=settings.spot_interruption_rate,
             metrics=metrics,

@@ -186,6 +186,14 @@ def _store_url(ctx: click.Context, param: click.Parameter, value: str) -> str | 
     help="Run process-executor jobs as this unprivileged user (name or uid) instead of "
     "the server's user.",
 )
+@click.option(
+    "--follow-wait-seconds",
+    type=click.FloatRange(min=0.01),
+    default=0.5,
+    hidden=True,  # for tests of what happens while a job waits on a slot
+    help="How long a job placed on a busy slot behind a short job waits there before it "
+    "is RUNNABLE again.",
+)
 @click.option("--log-level", default="info", show_default=True)
 def server(
     host: str,
@@ -212,6 +220,7 @@ def server(
     spot_interruption_rate: float,
     credentials: Path | None,
     job_user: str | None,
+    follow_wait_seconds: float,
     log_level: str,
 ) -> None:
     """Run the shoal server in the foreground."""
@@ -236,6 +245,7 @@ def server(
         engine=engine and role != "api",
         serve_api=role != "engine",
         kill_grace_seconds=kill_grace_seconds,
+        follow_wait_seconds=follow_wait_seconds,
         host_vcpus=host_vcpus,
         host_memory_mib=host_memory_mib,
         job_retention_seconds=job_retention_seconds,

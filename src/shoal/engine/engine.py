@@ -63,9 +63,11 @@ from shoal.executors.base import (
     FAILED_TO_START,
     Executor,
     Exit,
+    Follower,
     Handle,
     LaunchError,
     LaunchSpec,
+    LaunchWithdrawn,
 )
 from shoal.logs.store import LogStore
 from shoal.metrics import EngineMetrics
@@ -89,6 +91,20 @@ _ON_HOST = frozenset({"process", "docker"})  # executors whose jobs use this hos
 _REASON_AFTER_MS = 500  # a RUNNABLE job blocked this long gets a CAPACITY statusReason
 _HEAD = 256  # at most this many RUNNABLE jobs are read per step when placing a queue
 _SHARE_HEAD = 64  # RUNNABLE jobs read per share of a fair-share queue per pass
+# A compute environment whose attempts have lately run for less than this
+# (a moving average) is a stream of short jobs: a job that finds it full may
+# be placed to follow one of its attempts on that attempt's slot (see
+# `_place_job`). Longer jobs are not: the round trip saved is nothing to
+# them, and a job placed early would hold its place ahead of jobs of
+# higher-priority queues that come meanwhile.
+_FOLLOW_BELOW_MS = 50.0
+_RUN_MS_WEIGHT = 0.25  # of the newest attempt in that average
+_FOLLOW_DEPTH = 2  # at most this many attempts wait on one slot
+# An attempt still waiting on a slot after this long is called off and its
+# job is RUNNABLE again: so a misjudged stream (a long job among short ones)
+# holds a job STARTING (where CancelJob does nothing) ahead of others only
+# this long.
+_FOLLOW_WAIT_SECONDS = 0.5
 
 
 @dataclass(slots=True)
@@ -115,6 +131,22 @@ class Attempt:
     placed_at: int = 0
     interrupted: bool = False  # ended as a reclaimed Spot instance is
     ended: Job | None = None  # the job as its recorded exit left it (for metrics)
+    # Holds its capacity. One placed to follow another (`follows`) takes it
+    # over when that one's exit is recorded; `over` once its own is.
+    held: bool = True
+    follows: Attempt | None = field(default=None, repr=False)
+    before: Json | None = field(default=None, repr=False)  # the job's runtime before it
+    successor: Attempt | None = field(default=None, repr=False)
+    over: bool = False
+
+
+def _covers(held: Resources, need: Resources) -> bool:
+    """Does capacity `held` hold `need`?"""
+    return (
+        (held.vcpus or 0.0) >= (need.vcpus or 0.0) - 1e-9
+        and (need.memory_mib is None or (held.memory_mib or 0) >= need.memory_mib)
+        and held.gpus >= need.gpus
+    )
 
 
 def _reason_code(reason: str) -> str:
@@ -144,6 +176,7 @@ class Engine:
         default_executor: str = "process",
         host: Limits | None = None,
         kill_grace_seconds: float = 30.0,
+        follow_wait_seconds: float = _FOLLOW_WAIT_SECONDS,
         job_environment: dict[str, str] | None = None,
         spot_interruption_rate: float = 0.0,
         rng: random.Random | None = None,
@@ -165,6 +198,7 @@ class Engine:
         self.default_executor = default_executor
         self.host = host
         self.kill_grace_seconds = kill_grace_seconds
+        self.follow_wait_seconds = follow_wait_seconds
         self._cycle_requested = False
         self._running = False
         self._deferred: asyncio.TimerHandle | None = None
@@ -173,6 +207,7 @@ class Engine:
         self._polls = 0
         self._attempts: dict[str, Attempt] = {}
         self._ce_used: dict[str, Usage] = {}
+        self._run_ms: dict[str, float] = {}  # moving average of attempts' run time, by CE
         self._shares = fairshare.ShareUsage()
         self._host_used = Usage()
         self._background: set[asyncio.Task[None]] = set()
@@ -302,6 +337,8 @@ class Engine:
         attempt.retryable = False
         if attempt.handle is not None:
             self._spawn(self._stop(attempt))
+        elif attempt.follows is not None:
+            self._call_off(attempt)  # it never starts: it ends as terminated
 
     def interrupt(self, job_id: str | None = None, ce: str | None = None) -> list[str]:
         """End running attempts as AWS ends those on a reclaimed Spot
@@ -406,14 +443,17 @@ class Engine:
         self._marks, self._exits = [], []
         before = [(attempt, attempt.job) for _, attempt, _, _ in marks]
         freed = False
+        moved: list[tuple[Attempt, int]] = []  # capacity held and let go, to undo
         try:
             with self.ctx.store.transaction() as tx:
                 self._write_flush(tx, marks, exits, now)
                 if exits:
-                    # Their capacity is free for this same pass.
-                    for attempt, _, _ in exits:
-                        self._reserve(attempt, attempt.executor, sign=-1)
-                        self._share_ended(attempt)
+                    # Their capacity is free for this same pass (or their
+                    # successors' now).
+                    for attempt, _, started_at in exits:
+                        self._hand_over(attempt, moved)
+                        if started_at is not None:
+                            self._ran(attempt.ce, now - started_at)
                     freed = True
                     self._epoch += 1
                 more = False
@@ -431,39 +471,51 @@ class Engine:
             for attempt, previous in before:
                 attempt.job = previous
             if freed:
+                for attempt, sign in reversed(moved):
+                    self._hold(attempt, -sign)
                 for attempt, _, _ in exits:
-                    self._reserve(attempt, attempt.executor)
-                    self._share_started(attempt)
+                    attempt.over = False
             if marks or exits:
                 self._marks, self._exits = marks + self._marks, exits + self._exits
                 asyncio.get_running_loop().call_soon(self._flush_exits)
             raise
         self._forget(exits)
-        if placed:
-            # Launches begin now (an executor may send its request at once);
-            # the rest waits for them in a task.
-            specs: list[LaunchSpec | None] = []
-            launches: list[Awaitable[Handle]] = []
-            for job, attempt in placed:
-                self.metrics.job_placed(job, attempt.placed_at)
-                try:
-                    spec = self._launch_spec(
-                        job, attempt, int(job.runtime.get("attemptNumber", 0)) + 1
-                    )
-                    launches.append(attempt.executor.launch(spec))
-                    specs.append(spec)
-                except Exception as e:  # recorded as a failed launch, never left STARTING
-                    log.exception("launching job %s failed", job.job_id)
-                    launches.append(_raise(e))
-                    specs.append(None)
-            self._spawn(self._start(placed, specs, launches))
+        # Launches begin now (an executor may send its request at once); the
+        # rest waits for them in a task, one for those that start at once and
+        # one for each that waits on a slot.
+        now_placed = [(job, attempt) for job, attempt in placed if attempt.follows is None]
+        if now_placed:
+            self._launch(now_placed)
+        for job, attempt in placed:
+            if attempt.follows is not None:
+                self._launch([(job, attempt)])
         return more
+
+    def _launch(self, placed: list[tuple[Job, Attempt]]) -> None:
+        specs: list[LaunchSpec | None] = []
+        launches: list[Awaitable[Handle]] = []
+        for job, attempt in placed:
+            self.metrics.job_placed(job, attempt.placed_at)
+            try:
+                spec = self._launch_spec(job, attempt, int(job.runtime.get("attemptNumber", 0)) + 1)
+                launches.append(attempt.executor.launch(spec))
+                specs.append(spec)
+            except Exception as e:  # recorded as a failed launch, never left STARTING
+                log.exception("launching job %s failed", job.job_id)
+                launches.append(_raise(e))
+                specs.append(None)
+        self._spawn(self._start(placed, specs, launches))
 
     def _unclaim(self, placed: list[tuple[Job, Attempt]]) -> None:
         """Undo the in-memory side of claims whose transaction did not commit."""
         for _, attempt in placed:
-            self._reserve(attempt, attempt.executor, sign=-1)
-            self._share_ended(attempt, ran=False)
+            if attempt.held:
+                self._reserve(attempt, attempt.executor, sign=-1)
+                self._share_ended(attempt, ran=False)
+            if attempt.follows is not None:
+                attempt.follows.successor = None
+            if attempt.timer is not None:
+                attempt.timer.cancel()
             self._attempts.pop(attempt.job_id, None)
         self._blocked.clear()
         self._new_jobs = True
@@ -582,7 +634,7 @@ class Engine:
             for job in head:
                 if job.job_id in never_fit:
                     continue
-                verdict = self._place_job(tx, job, ces, placed, now)
+                verdict = self._place_job(tx, job, ces, placed, now, follow=True)
                 if verdict == "blocked":
                     self._blocked[queue] = self._epoch
                     return
@@ -707,8 +759,14 @@ class Engine:
         ces: list[ComputeEnvironment],
         placed: list[tuple[Job, Attempt]],
         now: int,
+        *,
+        follow: bool = False,
     ) -> str:
-        """'placed', 'never' (can never fit: skipped) or 'blocked' (must wait)."""
+        """'placed', 'never' (can never fit: skipped) or 'blocked' (must wait).
+
+        With `follow`, a job that finds a compute environment full may be
+        placed on the slot of an attempt there, to start when it ends (see
+        `_FOLLOW_BELOW_MS`)."""
         need = _need(job.spec)
         if not ces:
             reason = (
@@ -736,6 +794,16 @@ class Engine:
             host_ok = not on_host or self.host is None or self.host.holds(self._host_used, need)
             if limits.holds(used, need) and host_ok:
                 attempt = self._claim(tx, job, ce, need, now)
+                if attempt is not None:
+                    placed.append((job, attempt))
+                return "placed"
+            ahead = (
+                self._to_follow(ce, need)
+                if follow and cluster is None and not multinode.is_multinode(job.spec)
+                else None
+            )
+            if ahead is not None:
+                attempt = self._claim(tx, job, ce, need, now, follows=ahead)
                 if attempt is not None:
                     placed.append((job, attempt))
                 return "placed"
@@ -825,7 +893,13 @@ class Engine:
         return None
 
     def _claim(
-        self, tx: Transaction, job: Job, ce: ComputeEnvironment, need: Resources, now: int
+        self,
+        tx: Transaction,
+        job: Job,
+        ce: ComputeEnvironment,
+        need: Resources,
+        now: int,
+        follows: Attempt | None = None,
     ) -> Attempt | None:
         number = int(job.runtime.get("attemptNumber", 0)) + 1
         task_id = new_task_id()
@@ -863,9 +937,28 @@ class Engine:
             job=starting,
             placed_at=now,
         )
-        self._reserve(attempt, executor)
+        if follows is None:
+            self._reserve(attempt, executor)
+        else:
+            attempt.held = False
+            attempt.follows = follows
+            attempt.before = job.runtime
+            follows.successor = attempt
+            attempt.timer = asyncio.get_running_loop().call_later(
+                self.follow_wait_seconds, self._call_off, attempt
+            )
+            self.metrics.attempt_followed()
         self._attempts[job.job_id] = attempt
         return attempt
+
+    def _call_off(self, attempt: Attempt) -> None:
+        """An attempt has waited on its slot too long (or its job was
+        terminated meanwhile): withdraw its launch, if it has not begun."""
+        attempt.timer = None
+        if attempt.handle is None and not attempt.held and not attempt.over:
+            executor = attempt.executor
+            if isinstance(executor, Follower):
+                executor.withdraw(attempt.task_id)
 
     def _gang(self, executor: Executor, job_id: str, spec: Json, ce: str) -> Executor:
         """The executor of one attempt: a multinode job's runs its nodes through
@@ -905,6 +998,61 @@ class Engine:
         self._ce_used.setdefault(attempt.ce, Usage()).add(attempt.need, sign)
         if executor.name in _ON_HOST:
             self._host_used.add(attempt.need, sign)
+
+    def _hold(self, attempt: Attempt, sign: int) -> None:
+        """Take (+1) or let go of (-1) the capacity an attempt holds."""
+        self._reserve(attempt, attempt.executor, sign)
+        if sign > 0:
+            self._share_started(attempt)
+        else:
+            self._share_ended(attempt)
+        attempt.held = sign > 0
+
+    def _hand_over(self, attempt: Attempt, moved: list[tuple[Attempt, int]]) -> None:
+        """An attempt's exit is recorded: its capacity goes, to the attempt
+        that followed it if there is one (already started by the executor,
+        or about to be)."""
+        attempt.over = True
+        if attempt.held:
+            self._hold(attempt, -1)
+            moved.append((attempt, -1))
+        successor = attempt.successor
+        if successor is not None and not successor.over and not successor.held:
+            self._hold(successor, +1)
+            moved.append((successor, +1))
+
+    def _ran(self, ce: str, ms: float) -> None:
+        average = self._run_ms.get(ce)
+        self._run_ms[ce] = ms if average is None else average + _RUN_MS_WEIGHT * (ms - average)
+
+    def _to_follow(self, ce: ComputeEnvironment, need: Resources) -> Attempt | None:
+        """An attempt on `ce` whose slot a job needing `need` can follow it on
+        (see `_FOLLOW_BELOW_MS`), if there is one: of those with the fewest
+        waiting ahead, the first placed."""
+        if self._run_ms.get(ce.name, math.inf) > _FOLLOW_BELOW_MS:
+            return None
+        executor = self._executor_for(ce)
+        if not isinstance(executor, Follower) or not executor.can_follow():
+            return None
+        best: Attempt | None = None
+        best_depth = _FOLLOW_DEPTH
+        for attempt in self._attempts.values():
+            if (
+                attempt.ce != ce.name
+                or attempt.successor is not None
+                or attempt.over
+                or attempt.executor is not executor
+                or not _covers(attempt.need, need)
+            ):
+                continue
+            depth, ahead = 0, attempt
+            while not ahead.held and ahead.follows is not None:
+                depth, ahead = depth + 1, ahead.follows
+            if depth < best_depth and ahead.held:
+                best, best_depth = attempt, depth
+                if depth == 0:
+                    break
+        return best
 
     # -- one attempt ----------------------------------------------------------
     def _launch_spec(
@@ -977,6 +1125,7 @@ class Engine:
             log_group=options.get("awslogs-group") or "/aws/batch/job",
             log_stream=f"{prefix}/default/{task_id}",
             options={"container": container, "ceTags": dict(ce.tags) if ce else {}, **extra},
+            after=attempt.follows.task_id if attempt.follows is not None else None,
         )
 
     async def _start(
@@ -990,6 +1139,12 @@ class Engine:
         results = await asyncio.gather(*launches, return_exceptions=True)
         launched: list[tuple[Job, Attempt, LaunchSpec]] = []
         for (job, attempt), spec, result in zip(placed, specs, results, strict=True):
+            if attempt.timer is not None:  # it waited on a slot, and waits no more
+                attempt.timer.cancel()
+                attempt.timer = None
+            if isinstance(result, LaunchWithdrawn) and attempt.stop_reason is None:
+                self._withdrawn(attempt)
+                continue
             if isinstance(result, BaseException):
                 reason = (
                     result.reason
@@ -1147,6 +1302,9 @@ class Engine:
         """After recorded exits commit: their attempts and files go."""
         for attempt, _, _ in exits:
             self.metrics.attempt_ended(attempt.ended, terminated=attempt.terminated)
+            if attempt.successor is not None:  # it holds the slot now
+                attempt.successor.follows = None
+                attempt.successor = None
             # The job's next attempt may have been placed in the same pass:
             # that one stays tracked.
             if self._attempts.get(attempt.job_id) is attempt:
@@ -1190,7 +1348,7 @@ class Engine:
             asyncio.get_running_loop().call_later(0.5, self._flush_exits)
             return
         for attempt, _, _ in exits:
-            self._reserve(attempt, attempt.executor, sign=-1)
+            self._hand_over(attempt, [])
         self._forget(exits)
         if exits:
             self._capacity_changed()
@@ -1292,6 +1450,48 @@ class Engine:
                 self._watch(attempt, job.spec, started_at, elapsed_ms=now - started_at)
             )
             log.info("reattached to job %s (task %s)", job.job_id, task_id)
+
+    def _withdrawn(self, attempt: Attempt) -> None:
+        """A launch that waited on a slot too long was called off before it
+        began: its job is RUNNABLE again, as if never placed, and the compute
+        environment's jobs are no longer taken for a stream of short ones."""
+        if attempt.held:  # the slot came to it as it was being called off
+            self._hold(attempt, -1)
+        attempt.over = True
+        if attempt.follows is not None:
+            attempt.follows.successor = None
+            attempt.follows = None
+        if self._attempts.get(attempt.job_id) is attempt:
+            del self._attempts[attempt.job_id]
+        # Counted as a long run: following stops until short runs bring the
+        # average down again.
+        self._ran(attempt.ce, max(_FOLLOW_BELOW_MS * 40, self.follow_wait_seconds * 1000))
+        self.metrics.attempt_called_off()
+        now = self.ctx.clock.now_ms()
+        with self.ctx.store.transaction() as tx:
+            job = tx.get_jobs([attempt.job_id]).get(attempt.job_id)
+            if (
+                job is not None
+                and job.status is JobStatus.STARTING
+                and job.runtime.get("taskId") == attempt.task_id
+                and attempt.before is not None
+            ):
+                # As it was before this placement (the attempt never was).
+                after = dataclasses.replace(job, status=JobStatus.RUNNABLE, runtime=attempt.before)
+                if job.terminate_requested:  # accepted meanwhile: it never runs
+                    after = dataclasses.replace(
+                        after,
+                        status=JobStatus.FAILED,
+                        status_reason=job.terminate_requested,
+                        stopped_at=now,
+                        is_terminated=True,
+                    )
+                tx.update_job(after, JobStatus.STARTING)
+                if after.status.terminal:
+                    self._pending.ended(after)
+        self._blocked.clear()
+        self._new_jobs = True
+        self._request_cycle()
 
     def _requeue(self, job: Job) -> None:
         """A STARTING attempt that never launched: the same attempt goes back to RUNNABLE."""

@@ -121,6 +121,8 @@ class LaunchRequest(TypedDict):
     memory_mib: int | None
     log_group: str
     log_stream: str
+    # The launcher's own attempt this one waits for (see launcher.py).
+    after: NotRequired[str]
 
 
 class Launched(TypedDict):

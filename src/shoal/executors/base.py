@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 Handle = dict[str, Any]
 
@@ -34,6 +34,9 @@ class LaunchSpec:
     log_group: str = "/aws/batch/job"
     log_stream: str = ""
     options: dict[str, Any] = field(default_factory=dict)
+    # The task of an attempt of this executor's that holds the slot this one
+    # is placed on: launch the moment that one ends (a `Follower` only).
+    after: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -51,6 +54,31 @@ class LaunchError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+@runtime_checkable
+class Follower(Protocol):
+    """An executor that can queue a launch behind one of its running
+    attempts, and start it the moment that attempt ends, without the round
+    trip to the engine (see `LaunchSpec.after`)."""
+
+    def can_follow(self) -> bool:
+        """Whether launches with `after` are taken now."""
+        ...
+
+    def withdraw(self, task: str) -> None:
+        """Call off a launch with `after` that is still waiting: its
+        awaitable then raises LaunchWithdrawn (the attempt never runs). A
+        launch that has begun goes on as usual."""
+        ...
+
+
+class LaunchWithdrawn(LaunchError):
+    """A launch waiting for the attempt it came after was called off: the
+    attempt never ran."""
+
+    def __init__(self) -> None:
+        super().__init__("CannotStartContainerError: the attempt was called off before it started")
 
 
 class Executor(Protocol):

@@ -10,9 +10,15 @@ the other core, and the server only sends a message per launch.
 The wire is a SOCK_SEQPACKET socket pair (message boundaries kept, so each
 message is one JSON object). Server to launcher: `{"op": "launch", ...a
 LaunchRequest}` or `{"op": "clean", "tasks": [[task, cgroup], ...]}`. Launcher to server,
-for each launch in order: `{"task", "pid", "cgroup", "start"}` (the pid and
-start time name the process: see `attempt_files.same_start`), or `{"task",
-"error"}`.
+for each launch: `{"task", "pid", "cgroup", "start"}` (the pid and start time
+name the process: see `attempt_files.same_start`), or `{"task", "error"}`.
+
+A launch may name an attempt it comes `after` (one of ours, on the slot the
+engine gives the new one): it waits here until that attempt has been reaped,
+and starts the moment it is, without a round trip to the server. Such
+answers come when the launch happens, so answers are matched by task, not by
+order. A launch still waiting when the server goes never happens (the next
+server finds it never started, and queues its job again).
 
 The launcher is the parent of the attempts it spawns (no per-attempt
 supervisor: that `sh` doubled the cost of a short job). It reaps each, kills
@@ -43,7 +49,7 @@ from typing import Any
 import orjson
 
 from shoal.executors.attempt_files import AttemptFiles, Launched, LaunchRequest
-from shoal.executors.base import LaunchError
+from shoal.executors.base import LaunchError, LaunchWithdrawn
 from shoal.executors.cgroups import MemoryCgroups
 from shoal.logs.store import LogStore
 
@@ -81,7 +87,7 @@ class Launcher:
         with self.proc.stdin:
             self.proc.stdin.write(orjson.dumps(config))
         self.sock = ours
-        self._pending: list[tuple[str, asyncio.Future[Launched]]] = []
+        self._pending: dict[str, asyncio.Future[Launched]] = {}
         # A unix seqpacket socket holds only a few messages (max_dgram_qlen,
         # often 10): what does not fit waits here, and the server never blocks
         # on a busy launcher (nor deadlocks with it).
@@ -99,9 +105,15 @@ class Launcher:
         if not self.alive:
             future.set_exception(LauncherLost(request["task"]))
             return future
-        self._pending.append((request["task"], future))
+        self._pending[request["task"]] = future
         self._send(orjson.dumps({"op": "launch", **request}))
         return future
+
+    def withdraw(self, task: str) -> None:
+        """Call off a launch waiting for the attempt it comes after (if it has
+        begun, its answer comes as usual)."""
+        if self.alive and task in self._pending:
+            self._send(orjson.dumps({"op": "withdraw", "task": task}))
 
     def clean(self, task: str, cgroup: str | None) -> bool:
         """Ask for an attempt's files to be removed (those asked for in one turn
@@ -158,13 +170,16 @@ class Launcher:
                 for task, code in message["exited"]:
                     self._exited(str(task), int(code))
                 continue
-            if not self._pending:
+            task = str(message.get("task"))
+            future = self._pending.pop(task, None)
+            if future is None:
                 log.error("the launcher answered a launch nobody asked for: %s", message)
                 continue
-            task, future = self._pending.pop(0)
-            if message.get("task") != task:
-                log.error("the launcher answered %s for %s", message.get("task"), task)
-            if "error" in message:
+            if future.cancelled():
+                continue
+            if message.get("withdrawn"):
+                future.set_exception(LaunchWithdrawn())
+            elif "error" in message:
                 future.set_exception(LaunchError(str(message["error"])))
             elif not future.cancelled():
                 launched: Launched = {
@@ -198,8 +213,8 @@ class Launcher:
         self._loop.remove_reader(self.sock.fileno())
         self._loop.remove_writer(self.sock.fileno())
         self._outbox.clear()
-        pending, self._pending = self._pending, []
-        for task, future in pending:
+        pending, self._pending = self._pending, {}
+        for task, future in pending.items():
             if not future.done():
                 future.set_exception(LauncherLost(task))
         exits, self._exits = self._exits, {}
@@ -237,6 +252,7 @@ class _Children:
     def __init__(self, files: AttemptFiles) -> None:
         self.files = files
         self.tasks: dict[int, str] = {}
+        self.live: set[str] = set()  # the same attempts' tasks
 
     def reap(self) -> list[list[Any]]:
         """Record every exit there is: ([task, exit code], ...) of our attempts.
@@ -256,6 +272,7 @@ class _Children:
             pid = info.si_pid
             task = self.tasks.pop(pid, None)
             if task is not None:
+                self.live.discard(task)
                 with contextlib.suppress(OSError):
                     os.killpg(pid, signal.SIGKILL)
                 code = info.si_status
@@ -292,6 +309,8 @@ def _serve(sock: socket.socket, files: AttemptFiles) -> None:
     runs (recording their exits in files) and leaves when the last ends."""
     cleanups: collections.deque[tuple[str, str | None]] = collections.deque()
     children = _Children(files)
+    # Launches waiting for an attempt to end, by the task they come after.
+    waiting: dict[str, Any] = {}
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
     previous = signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes select
@@ -310,6 +329,10 @@ def _serve(sock: socket.socket, files: AttemptFiles) -> None:
                 with contextlib.suppress(BlockingIOError):
                     os.read(wake_r, 4096)
                 exited = children.reap()
+                for task, _ in exited:  # what comes after them starts at once
+                    if connected and not _start_waiting(sock, files, children, waiting, task):
+                        connected = False
+                        cleanup_deadline = time.monotonic() + _CLEANUP_ON_EXIT_SECONDS
                 if exited and connected:
                     try:
                         sock.send(orjson.dumps({"exited": exited}))
@@ -336,14 +359,30 @@ def _serve(sock: socket.socket, files: AttemptFiles) -> None:
                 # what is left.
                 connected = False
                 cleanup_deadline = time.monotonic() + _CLEANUP_ON_EXIT_SECONDS
+                waiting.clear()  # never started: the next server queues them again
                 continue
             message = orjson.loads(data)
             if message.get("op") == "clean":
                 cleanups.extend((task, cgroup) for task, cgroup in message["tasks"])
                 continue
+            if message.get("op") == "withdraw":
+                if not _withdraw(sock, waiting, message["task"]):
+                    connected = False
+                    cleanup_deadline = time.monotonic() + _CLEANUP_ON_EXIT_SECONDS
+                    waiting.clear()
+                continue
+            after = message.get("after")
+            if (
+                after
+                and after not in waiting
+                and (after in children.live or any(m["task"] == after for m in waiting.values()))
+            ):
+                waiting[after] = message
+                continue
             if not _launch(sock, files, children, message):
                 connected = False
                 cleanup_deadline = time.monotonic() + _CLEANUP_ON_EXIT_SECONDS
+                waiting.clear()
     finally:
         if files.cgroups is not None:
             files.cgroups.close()  # its spares, and the parent if that leaves it empty
@@ -351,6 +390,46 @@ def _serve(sock: socket.socket, files: AttemptFiles) -> None:
         signal.set_wakeup_fd(-1)
         os.close(wake_r)
         os.close(wake_w)
+
+
+def _withdraw(sock: socket.socket, waiting: dict[str, Any], task: str) -> bool:
+    """Call off the launch of `task` if it is waiting (what waits behind it
+    then waits for what it waited for); False if the server is gone."""
+    for after, message in waiting.items():
+        if message["task"] == task:
+            behind = waiting.pop(task, None)
+            if behind is None:
+                del waiting[after]
+            else:
+                waiting[after] = behind
+            break
+    else:
+        return True  # launched (its answer is on its way), or never asked for
+    try:
+        sock.send(orjson.dumps({"task": task, "error": "withdrawn", "withdrawn": True}))
+    except OSError:
+        return False
+    return True
+
+
+def _start_waiting(
+    sock: socket.socket,
+    files: AttemptFiles,
+    children: _Children,
+    waiting: dict[str, Any],
+    ended: str,
+) -> bool:
+    """Launch what waited for `ended` (and, if that fails to start, what
+    waited for it in turn); False if the server is gone."""
+    message = waiting.pop(ended, None)
+    while message is not None:
+        if not _launch(sock, files, children, message):
+            waiting.clear()
+            return False
+        if message["task"] in children.live:
+            return True
+        message = waiting.pop(message["task"], None)
+    return True
 
 
 def _launch(sock: socket.socket, files: AttemptFiles, children: _Children, message: Any) -> bool:
@@ -367,6 +446,7 @@ def _launch(sock: socket.socket, files: AttemptFiles, children: _Children, messa
     else:
         if "start" in launched:
             children.tasks[launched["pid"]] = task
+            children.live.add(task)
         answer = orjson.dumps(launched)
     try:
         sock.send(answer)

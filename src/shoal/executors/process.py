@@ -173,6 +173,10 @@ class ProcessExecutor:
         # Directly spawned attempts being waited for: once adopted, they are
         # reaped by their wait, with their status, never as orphans.
         self._watched: set[int] = set()
+        # Attempts launched through the launcher and not yet released, and
+        # launches (after the launcher died) waiting for one of them to be.
+        self._live: set[str] = set()
+        self._release_waiters: dict[str, asyncio.Future[None]] = {}
         if use_launcher:
             try:
                 self._launcher = Launcher(
@@ -233,7 +237,10 @@ class ProcessExecutor:
             "log_stream": spec.log_stream,
         }
         if self._launcher is not None and self._launcher.alive:
-            return self._finish_launch(self._launcher.launch(request), spec)
+            if spec.after is not None:
+                request["after"] = spec.after
+            self._live.add(spec.task_id)
+            return self._finish_launch(self._launcher.launch(request), spec, request)
         try:
             launched = self.files.launch(request)
         except LaunchError as e:
@@ -241,12 +248,44 @@ class ProcessExecutor:
         self._children.add(launched["pid"])
         return _done(self._handle(launched, spec))
 
-    async def _finish_launch(self, answer: asyncio.Future[Launched], spec: LaunchSpec) -> Handle:
+    def can_follow(self) -> bool:
+        """Launches may wait in the launcher for the attempt they come after."""
+        return self._launcher is not None and self._launcher.alive
+
+    async def _finish_launch(
+        self, answer: asyncio.Future[Launched], spec: LaunchSpec, request: LaunchRequest
+    ) -> Handle:
         try:
-            launched = await answer
-        except LauncherLost:
-            return self._resolve_lost(spec)
+            try:
+                launched = await answer
+            except LauncherLost:
+                if spec.after is not None and not os.path.isdir(self.files.workdir(spec.task_id)):
+                    # It was waiting in the launcher, which died: it starts
+                    # here once the attempt it came after (ours now) is over.
+                    await self._released(spec.after)
+                    if not os.path.isdir(self.files.workdir(spec.task_id)):
+                        del request["after"]
+                        launched = self.files.launch(request)
+                        self._children.add(launched["pid"])
+                        return self._handle(launched, spec)
+                return self._resolve_lost(spec)
+        except BaseException:
+            self._live.discard(spec.task_id)
+            raise
         return self._handle(launched, spec)
+
+    def withdraw(self, task: str) -> None:
+        if self._launcher is not None:
+            self._launcher.withdraw(task)
+
+    async def _released(self, task: str) -> None:
+        """Until `task`, if it is one of ours still running, has been released."""
+        if task in self._live:
+            waiter = self._release_waiters.get(task)
+            if waiter is None:
+                waiter = asyncio.get_running_loop().create_future()
+                self._release_waiters[task] = waiter
+            await waiter
 
     def _handle(self, launched: Launched, spec: LaunchSpec) -> Handle:
         self._pumped[spec.task_id] = 0
@@ -285,7 +324,19 @@ class ProcessExecutor:
         where = {**self.home(), "root": str(files.root), "run": str(files.run)}
         base = files.base(spec.task_id)
         if not os.path.isdir(files.workdir(spec.task_id)):
-            return None  # the launch never got as far as spawning
+            # The launch never got as far as spawning. The claim makes sure it
+            # never does (a launcher that outlived its server may still hold
+            # the request, waiting for the attempt it comes after); a claim
+            # already there with no working directory is an earlier recovery's.
+            try:
+                os.close(os.open(base + ".started", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                return None
+            except FileExistsError:
+                if not os.path.isdir(files.workdir(spec.task_id)):
+                    return None
+                # else the launcher claimed it in between: it is found below
+            except OSError:
+                return None  # its run files are gone (a reboot): nothing starts it
         if files is not self.files and not files.run.is_dir():
             return {**lost, **where}  # its run files went with a reboot
         if self.host_restarted and files is self.files:
@@ -635,6 +686,10 @@ class ProcessExecutor:
         task = str(handle["task"])
         self._killed.discard(task)
         self._pumped.pop(task, None)
+        self._live.discard(task)
+        waiter = self._release_waiters.pop(task, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
         cgroup = handle.get("cgroup")
         files = self._files_for(_home_of(handle))
         if files is not self.files:

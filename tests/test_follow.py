@@ -1,0 +1,167 @@
+"""Jobs placed on the slot of a running short job, to start the moment it ends.
+
+A compute environment whose jobs have lately been short is a stream: a job
+that finds it full is placed (STARTING) behind one of its attempts, and the
+launcher starts it as soon as that attempt is reaped, without the round trip
+through the engine. These tests check that such a job never shares its slot,
+that one waiting too long (a long job among short ones) goes back to
+RUNNABLE, that TerminateJob stops a waiting one before it runs, and that a
+server killed while one waits neither loses it nor starts it twice.
+"""
+
+from __future__ import annotations
+
+import signal
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from conftest import Server
+from engine_support import (
+    engine_server,
+    make_env,
+    restart,
+    sh,
+    shutdown,
+    start_engine_server,
+    submit,
+    wait_for,
+    wait_until,
+)
+from prometheus_client.parser import text_string_to_metric_families
+
+GATE_WAIT = "i=0; until [ -e {gate} ] || [ $i -ge 600 ]; do sleep 0.05; i=$((i+1)); done"
+
+
+def followers(server: Server, event: str) -> float:
+    """shoal_slot_followers_total{event=...} from /metrics."""
+    with urllib.request.urlopen(server.url + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(
+        s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "shoal_slot_followers_total" and s.labels.get("event") == event
+    )
+
+
+def one_slot(server: Server, prefix: str) -> tuple[Any, dict[str, str]]:
+    """A client and a compute environment of one vCPU, warmed with short
+    jobs so that the engine takes it for a stream of them."""
+    batch = server.client()
+    env = make_env(batch, prefix, max_vcpus=1)
+    warm = [submit(batch, env, ["true"], name=f"warm{i}") for i in range(4)]
+    for job_id in warm:
+        assert wait_for(batch, job_id)["status"] == "SUCCEEDED"
+    return batch, env
+
+
+def test_jobs_following_on_one_slot_never_overlap(tmp_path: Path) -> None:
+    trace = tmp_path / "trace"
+    # Each job writes when it begins and ends, by the clock, to one file.
+    script = f'echo "b $(date +%s%N)" >> {trace}; echo "e $(date +%s%N)" >> {trace}'
+    with engine_server(tmp_path, "--host-vcpus", "4") as server:
+        batch, env = one_slot(server, "stream")
+        placed_before = followers(server, "placed")
+        jobs = [submit(batch, env, sh(script), name=f"j{i}") for i in range(40)]
+        for job_id in jobs:
+            detail = wait_for(batch, job_id)
+            assert detail["status"] == "SUCCEEDED", detail
+            assert len(detail["attempts"]) == 1, detail["attempts"]
+        # Jobs did follow one another on the slot...
+        assert followers(server, "placed") > placed_before
+        assert followers(server, "called_off") == 0
+    # ...and one began only once the one before had ended.
+    events = sorted(
+        (int(stamp), kind)
+        for kind, stamp in (line.split() for line in trace.read_text().split("\n") if line)
+    )
+    assert len(events) == 80
+    assert [kind for _, kind in events] == ["b", "e"] * 40, events
+
+
+def test_a_job_waiting_behind_a_long_one_goes_back_to_runnable(tmp_path: Path) -> None:
+    gate, ran = tmp_path / "gate", tmp_path / "ran"
+    with engine_server(tmp_path, "--host-vcpus", "4", "--follow-wait-seconds", "0.3") as server:
+        batch, env = one_slot(server, "long")
+        long_job = submit(batch, env, sh(GATE_WAIT.format(gate=gate)), name="long")
+        wait_for(batch, long_job, "RUNNING")
+        placed = followers(server, "placed")
+        waiting = submit(batch, env, sh(f"echo x >> {ran}"), name="waiting")
+        wait_until(lambda: followers(server, "placed") > placed, what="a job placed on the slot")
+        # Called off after 0.3 s: RUNNABLE again, and the engine stops taking
+        # this compute environment for a stream of short jobs.
+        wait_until(lambda: followers(server, "called_off") == 1, what="the job called off")
+        detail = wait_for(batch, waiting, "RUNNABLE")
+        assert "attempts" not in detail or detail["attempts"] == []
+        assert "container" not in detail or "taskArn" not in detail["container"]
+        assert not ran.exists()
+        gate.touch()
+        assert wait_for(batch, long_job)["status"] == "SUCCEEDED"
+        detail = wait_for(batch, waiting)
+        assert detail["status"] == "SUCCEEDED", detail
+        assert len(detail["attempts"]) == 1, detail["attempts"]
+        assert detail["attempts"][0]["startedAt"] >= describe_stopped(batch, long_job)
+        assert ran.read_text() == "x\n"
+
+
+def describe_stopped(batch: Any, job_id: str) -> int:
+    stopped: int = batch.describe_jobs(jobs=[job_id])["jobs"][0]["stoppedAt"]
+    return stopped
+
+
+def test_terminating_a_job_waiting_on_a_slot_means_it_never_runs(tmp_path: Path) -> None:
+    gate, ran = tmp_path / "gate", tmp_path / "ran"
+    with engine_server(tmp_path, "--host-vcpus", "4", "--follow-wait-seconds", "60") as server:
+        batch, env = one_slot(server, "term")
+        long_job = submit(batch, env, sh(GATE_WAIT.format(gate=gate)), name="long")
+        wait_for(batch, long_job, "RUNNING")
+        placed = followers(server, "placed")
+        waiting = submit(batch, env, sh(f"echo x >> {ran}"), name="waiting")
+        wait_until(lambda: followers(server, "placed") > placed, what="a job placed on the slot")
+        assert wait_for(batch, waiting, "STARTING")["status"] == "STARTING"
+        batch.terminate_job(jobId=waiting, reason="not wanted")
+        detail = wait_for(batch, waiting)
+        assert detail["status"] == "FAILED"
+        assert detail["statusReason"] == "not wanted"
+        assert "startedAt" not in detail["attempts"][-1]
+        # The slot's job is untouched, and when it ends nothing else starts.
+        assert wait_for(batch, long_job, "RUNNING")["status"] == "RUNNING"
+        gate.touch()
+        assert wait_for(batch, long_job)["status"] == "SUCCEEDED"
+        after = submit(batch, env, ["true"], name="after")
+        assert wait_for(batch, after)["status"] == "SUCCEEDED"
+        assert not ran.exists()
+        assert followers(server, "called_off") == 0
+
+
+def test_a_job_waiting_on_a_slot_survives_a_kill_9_and_runs_once(tmp_path: Path) -> None:
+    gate, ran = tmp_path / "gate", tmp_path / "ran"
+    server = start_engine_server(tmp_path, "--host-vcpus", "4", "--follow-wait-seconds", "60")
+    servers = [server]
+    try:
+        batch, env = one_slot(server, "kill")
+        long_job = submit(batch, env, sh(GATE_WAIT.format(gate=gate)), name="long")
+        wait_for(batch, long_job, "RUNNING")
+        placed = followers(server, "placed")
+        waiting = submit(batch, env, sh(f"echo x >> {ran}"), name="waiting")
+        wait_until(lambda: followers(server, "placed") > placed, what="a job placed on the slot")
+        assert wait_for(batch, waiting, "STARTING")["status"] == "STARTING"
+        server.stop(signal.SIGKILL)
+        # The launcher outlives the server (with the long job): what waited
+        # in it must not start when that job ends, nor be lost.
+        server = restart(server)
+        servers.append(server)
+        batch = server.client()
+        assert wait_for(batch, waiting, "RUNNABLE")["status"] == "RUNNABLE"
+        gate.touch()
+        assert wait_for(batch, long_job)["status"] == "SUCCEEDED"
+        detail = wait_for(batch, waiting)
+        assert detail["status"] == "SUCCEEDED", detail
+        assert len(detail["attempts"]) == 1, detail["attempts"]
+        after = submit(batch, env, ["true"], name="after")
+        assert wait_for(batch, after)["status"] == "SUCCEEDED"
+        assert ran.read_text() == "x\n"
+    finally:
+        for each in servers:
+            shutdown(each)
