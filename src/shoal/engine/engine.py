@@ -35,7 +35,7 @@ import random
 import time
 from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from shoal.domain.arns import new_task_id
 from shoal.domain.container import Resources, resources_of
@@ -208,6 +208,7 @@ class Engine:
         self._attempts: dict[str, Attempt] = {}
         self._ce_used: dict[str, Usage] = {}
         self._run_ms: dict[str, float] = {}  # moving average of attempts' run time, by CE
+        self._followers: dict[str, bool] = {}
         self._shares = fairshare.ShareUsage()
         self._host_used = Usage()
         self._background: set[asyncio.Task[None]] = set()
@@ -625,11 +626,11 @@ class Engine:
         # RUNNABLE, so a re-read skips them; only jobs that can never fit are
         # read again (and passed over). A blocked queue costs one short read.
         never_fit: set[str] = set()
-        step = 1  # usually one slot is free: read one job, then 4, 16, ...
+        step = 1  # usually one slot is free: read one job, then 2, 8, 32, ...
         self._blocked.pop(queue, None)
         while True:
             limit = len(never_fit) + step
-            step = min(step * 4, _HEAD)
+            step = min(step * 4 if step > 1 else 2, _HEAD)
             head = tx.queued_jobs(queue, (JobStatus.RUNNABLE,), limit)
             for job in head:
                 if job.job_id in never_fit:
@@ -1021,6 +1022,13 @@ class Engine:
             self._hold(successor, +1)
             moved.append((successor, +1))
 
+    def _follower(self, executor: Executor) -> bool:
+        # isinstance on a Protocol is slow: asked once per executor.
+        known = self._followers.get(executor.name)
+        if known is None:
+            known = self._followers[executor.name] = isinstance(executor, Follower)
+        return known
+
     def _ran(self, ce: str, ms: float) -> None:
         average = self._run_ms.get(ce)
         self._run_ms[ce] = ms if average is None else average + _RUN_MS_WEIGHT * (ms - average)
@@ -1032,7 +1040,7 @@ class Engine:
         if self._run_ms.get(ce.name, math.inf) > _FOLLOW_BELOW_MS:
             return None
         executor = self._executor_for(ce)
-        if not isinstance(executor, Follower) or not executor.can_follow():
+        if not self._follower(executor) or not cast(Follower, executor).can_follow():
             return None
         best: Attempt | None = None
         best_depth = _FOLLOW_DEPTH
@@ -1136,7 +1144,14 @@ class Engine:
     ) -> None:
         """Wait for placed attempts to launch, then watch them; they are
         recorded RUNNING by the next cycle."""
-        results = await asyncio.gather(*launches, return_exceptions=True)
+        results: list[Handle | BaseException]
+        if len(launches) == 1:  # most often: without gather's task
+            try:
+                results = [await launches[0]]
+            except Exception as e:
+                results = [e]
+        else:
+            results = await asyncio.gather(*launches, return_exceptions=True)
         launched: list[tuple[Job, Attempt, LaunchSpec]] = []
         for (job, attempt), spec, result in zip(placed, specs, results, strict=True):
             if attempt.timer is not None:  # it waited on a slot, and waits no more

@@ -615,11 +615,10 @@ class ProcessExecutor:
         line without a newline is output too."""
         task = str(handle["task"])
         base = self._base(task, handle)
-        mark = Path(base + ".pumped")
         try:
             offset = self._pumped.get(task)
             if offset is None:  # first look, perhaps after a restart
-                offset = _read_offset(mark)
+                offset = _read_offset(Path(base + ".pumped"))
                 self._pumped[task] = offset
             if os.stat(base + ".out").st_size <= offset:
                 return False  # nothing new (most short jobs print nothing at all)
@@ -656,7 +655,7 @@ class ProcessExecutor:
         # Replace, never truncate-then-write: a crash leaves the old or the new value.
         tmp = Path(base + ".pumped.tmp")
         tmp.write_text(str(offset + len(chunk)))
-        os.replace(tmp, mark)
+        os.replace(tmp, base + ".pumped")
         return True
 
     # -- stopping and cleaning up ---------------------------------------------
