@@ -81,8 +81,9 @@ TIMEOUT_REASON = "Job attempt duration exceeded timeout"
 _TOPOLOGY_TTL = 1.0
 _ENV_TAG = "shoal:env:"
 _SUBMIT_BATCH_SECONDS = 0.05  # new jobs wait at most this long while nothing could start
-# How long a launch may wait to be recorded RUNNING (startedAt is the launch
-# time all the same): a job that ends within it costs one commit, not two.
+# How long a launch waits to be recorded RUNNING (startedAt is the launch
+# time all the same): a job that ends within it is written once, from
+# STARTING to how it ended.
 _MARK_SECONDS = 0.003
 _POLL_SECONDS = 1.0  # how soon work from other processes on the store is seen
 SPOT_RATE_TAG = "shoal:spot-interruption-rate"  # per instance-hour, on SPOT environments
@@ -138,6 +139,7 @@ class Attempt:
     before: Json | None = field(default=None, repr=False)  # the job's runtime before it
     successor: Attempt | None = field(default=None, repr=False)
     over: bool = False
+    marked_at: float = 0.0  # (loop time) launched, to be recorded RUNNING
 
 
 def _covers(held: Resources, need: Resources) -> bool:
@@ -429,7 +431,7 @@ class Engine:
         more to do at once."""
         now = self.ctx.clock.now_ms()
         placed: list[tuple[Job, Attempt]] = []
-        marks, exits = self._marks, self._exits
+        marks, exits = self._due_marks(), self._exits
         cached = self._topology
         if (
             not marks
@@ -441,7 +443,7 @@ class Engine:
             and all(self._blocked.get(q.name) == self._epoch for q in cached[2])
         ):
             return False  # nothing new, and every queue is still blocked
-        self._marks, self._exits = [], []
+        self._exits = []
         before = [(attempt, attempt.job) for _, attempt, _, _ in marks]
         freed = False
         moved: list[tuple[Attempt, int]] = []  # capacity held and let go, to undo
@@ -1178,7 +1180,9 @@ class Engine:
         # RUNNING is recorded with the next batch of exits, in one transaction:
         # a job that ends at once costs one commit for both.
         started_at = self.ctx.clock.now_ms()
+        marked_at = asyncio.get_running_loop().time()
         for job, attempt, spec in launched:
+            attempt.marked_at = marked_at
             self.metrics.attempt_launched(attempt.placed_at, started_at)
             self._marks.append((job, attempt, spec, started_at))
             attempt.task = asyncio.create_task(
@@ -1191,6 +1195,26 @@ class Engine:
         self._mark_timer = None
         if self._marks:  # else a cycle took them on its way
             self._request_cycle()
+
+    def _due_marks(self) -> list[tuple[Job, Attempt, LaunchSpec, int]]:
+        """Take the launches to record RUNNING now: those _MARK_SECONDS old,
+        and those whose exits are being recorded. The rest wait, on a timer."""
+        marks = self._marks
+        if not marks:
+            return marks
+        loop = asyncio.get_running_loop()
+        due = loop.time() - _MARK_SECONDS + 0.0005  # (timers run to the millisecond)
+        ending = {id(attempt) for attempt, _, _ in self._exits}
+        taken: list[tuple[Job, Attempt, LaunchSpec, int]] = []
+        young: list[tuple[Job, Attempt, LaunchSpec, int]] = []
+        for mark in marks:
+            attempt = mark[1]
+            (taken if attempt.marked_at <= due or id(attempt) in ending else young).append(mark)
+        self._marks = young
+        if young and self._mark_timer is None:
+            wait = young[0][1].marked_at + _MARK_SECONDS - loop.time()
+            self._mark_timer = loop.call_later(max(0.0, wait) + 0.0005, self._marks_due)
+        return taken
 
     def _mark_started(
         self, tx: Transaction, job: Job, attempt: Attempt, spec: LaunchSpec, started_at: int
