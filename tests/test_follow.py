@@ -11,6 +11,8 @@ server killed while one waits neither loses it nor starts it twice.
 
 from __future__ import annotations
 
+import itertools
+import os
 import signal
 import urllib.request
 from pathlib import Path
@@ -30,6 +32,9 @@ from engine_support import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
+# Every job counts as short: these tests are about what happens once jobs
+# follow one another, not about when (a loaded machine runs short jobs long).
+FOLLOW = ("--host-vcpus", "4", "--follow-below-ms", "60000")
 GATE_WAIT = "i=0; until [ -e {gate} ] || [ $i -ge 600 ]; do sleep 0.05; i=$((i+1)); done"
 
 
@@ -60,14 +65,18 @@ def test_jobs_following_on_one_slot_never_overlap(tmp_path: Path) -> None:
     trace = tmp_path / "trace"
     # Each job writes when it begins and ends, by the clock, to one file.
     script = f'echo "b $(date +%s%N)" >> {trace}; echo "e $(date +%s%N)" >> {trace}'
-    with engine_server(tmp_path, "--host-vcpus", "4") as server:
+    with engine_server(tmp_path, *FOLLOW) as server:
         batch, env = one_slot(server, "stream")
         placed_before = followers(server, "placed")
         jobs = [submit(batch, env, sh(script), name=f"j{i}") for i in range(40)]
-        for job_id in jobs:
-            detail = wait_for(batch, job_id)
+        details = [wait_for(batch, job_id) for job_id in jobs]
+        for detail in details:
             assert detail["status"] == "SUCCEEDED", detail
             assert len(detail["attempts"]) == 1, detail["attempts"]
+        # As DescribeJobs tells it too: each starts once the one before stopped.
+        spans = sorted((d["startedAt"], d["stoppedAt"]) for d in details)
+        for (_, stopped), (started, _) in itertools.pairwise(spans):
+            assert started >= stopped, spans
         # Jobs did follow one another on the slot...
         assert followers(server, "placed") > placed_before
         assert followers(server, "called_off") == 0
@@ -82,7 +91,7 @@ def test_jobs_following_on_one_slot_never_overlap(tmp_path: Path) -> None:
 
 def test_a_job_waiting_behind_a_long_one_goes_back_to_runnable(tmp_path: Path) -> None:
     gate, ran = tmp_path / "gate", tmp_path / "ran"
-    with engine_server(tmp_path, "--host-vcpus", "4", "--follow-wait-seconds", "0.3") as server:
+    with engine_server(tmp_path, *FOLLOW, "--follow-wait-seconds", "0.3") as server:
         batch, env = one_slot(server, "long")
         long_job = submit(batch, env, sh(GATE_WAIT.format(gate=gate)), name="long")
         wait_for(batch, long_job, "RUNNING")
@@ -112,7 +121,7 @@ def describe_stopped(batch: Any, job_id: str) -> int:
 
 def test_terminating_a_job_waiting_on_a_slot_means_it_never_runs(tmp_path: Path) -> None:
     gate, ran = tmp_path / "gate", tmp_path / "ran"
-    with engine_server(tmp_path, "--host-vcpus", "4", "--follow-wait-seconds", "60") as server:
+    with engine_server(tmp_path, *FOLLOW, "--follow-wait-seconds", "60") as server:
         batch, env = one_slot(server, "term")
         long_job = submit(batch, env, sh(GATE_WAIT.format(gate=gate)), name="long")
         wait_for(batch, long_job, "RUNNING")
@@ -137,7 +146,7 @@ def test_terminating_a_job_waiting_on_a_slot_means_it_never_runs(tmp_path: Path)
 
 def test_a_job_waiting_on_a_slot_survives_a_kill_9_and_runs_once(tmp_path: Path) -> None:
     gate, ran = tmp_path / "gate", tmp_path / "ran"
-    server = start_engine_server(tmp_path, "--host-vcpus", "4", "--follow-wait-seconds", "60")
+    server = start_engine_server(tmp_path, *FOLLOW, "--follow-wait-seconds", "60")
     servers = [server]
     try:
         batch, env = one_slot(server, "kill")
@@ -163,5 +172,148 @@ def test_a_job_waiting_on_a_slot_survives_a_kill_9_and_runs_once(tmp_path: Path)
         assert wait_for(batch, after)["status"] == "SUCCEEDED"
         assert ran.read_text() == "x\n"
     finally:
+        for each in servers:
+            shutdown(each)
+
+
+def test_longer_jobs_do_not_follow_one_another(tmp_path: Path) -> None:
+    # With the default threshold (50 ms on average): jobs of 0.2 s wait
+    # RUNNABLE for a free slot, as on AWS.
+    with engine_server(tmp_path, "--host-vcpus", "4") as server:
+        batch = server.client()
+        env = make_env(batch, "longer", max_vcpus=1)
+        jobs = [submit(batch, env, ["sleep", "0.2"], name=f"j{i}") for i in range(4)]
+        details = [wait_for(batch, job_id) for job_id in jobs]
+        assert all(d["status"] == "SUCCEEDED" for d in details), details
+        assert followers(server, "placed") == 0
+        spans = sorted((d["startedAt"], d["stoppedAt"]) for d in details)
+        for (_, stopped), (started, _) in itertools.pairwise(spans):
+            assert started >= stopped, spans
+
+
+def test_a_line_of_two_on_a_slot_keeps_its_order_when_the_first_is_called_off(
+    tmp_path: Path,
+) -> None:
+    # F waits behind a long job; G waits behind F. When F is called off, G
+    # waits for the long job itself: it must not start early beside it, nor
+    # beside F when F is placed again.
+    gate, trace = tmp_path / "gate", tmp_path / "trace"
+    script = 'echo "b $(date +%s%N)" >> {t}; sleep 0.2; echo "e $(date +%s%N)" >> {t}'
+    with engine_server(tmp_path, *FOLLOW, "--follow-wait-seconds", "1") as server:
+        batch, env = one_slot(server, "line")
+        long_job = submit(
+            batch, env, sh(GATE_WAIT.format(gate=gate) + f"; {script.format(t=trace)}"), name="long"
+        )
+        wait_for(batch, long_job, "RUNNING")
+        placed = followers(server, "placed")
+        first = submit(batch, env, sh(script.format(t=trace)), name="first")
+        wait_until(lambda: followers(server, "placed") == placed + 1, what="the first placed")
+        second = submit(batch, env, sh(script.format(t=trace)), name="second")
+        wait_until(lambda: followers(server, "placed") == placed + 2, what="the second placed")
+        wait_until(lambda: followers(server, "called_off") >= 1, what="the first called off")
+        gate.touch()
+        for job_id in (long_job, first, second):
+            assert wait_for(batch, job_id)["status"] == "SUCCEEDED"
+    events = sorted(
+        (int(stamp), kind)
+        for kind, stamp in (line.split() for line in trace.read_text().split("\n") if line)
+    )
+    assert [kind for _, kind in events] == ["b", "e"] * 3, events
+
+
+def test_terminating_the_first_of_a_line_of_two_leaves_the_second_waiting(
+    tmp_path: Path,
+) -> None:
+    gate, ran = tmp_path / "gate", tmp_path / "ran"
+    with engine_server(tmp_path, *FOLLOW, "--follow-wait-seconds", "60") as server:
+        batch, env = one_slot(server, "lineterm")
+        long_job = submit(batch, env, sh(GATE_WAIT.format(gate=gate)), name="long")
+        wait_for(batch, long_job, "RUNNING")
+        placed = followers(server, "placed")
+        first = submit(batch, env, ["true"], name="first")
+        second = submit(batch, env, sh(f"echo x >> {ran}"), name="second")
+        wait_until(lambda: followers(server, "placed") == placed + 2, what="both placed")
+        batch.terminate_job(jobId=first, reason="not the first")
+        assert wait_for(batch, first)["status"] == "FAILED"
+        # The second still waits for the long job, and can still be stopped.
+        assert wait_for(batch, second, "STARTING")["status"] == "STARTING"
+        batch.terminate_job(jobId=second, reason="not the second")
+        detail = wait_for(batch, second)
+        assert detail["status"] == "FAILED"
+        assert detail["statusReason"] == "not the second"
+        gate.touch()
+        assert wait_for(batch, long_job)["status"] == "SUCCEEDED"
+        assert wait_for(batch, submit(batch, env, ["true"], name="after"))["status"] == "SUCCEEDED"
+        assert not ran.exists()
+
+
+def launcher_pid(server: Server) -> int:
+    assert server.proc is not None
+    for tid in os.listdir(f"/proc/{server.proc.pid}/task"):
+        for kid in Path(f"/proc/{server.proc.pid}/task/{tid}/children").read_text().split():
+            if b"shoal.executors.launcher" in Path(f"/proc/{kid}/cmdline").read_bytes():
+                return int(kid)
+    raise AssertionError("the server has no launcher process")
+
+
+def test_a_line_on_a_slot_carries_on_when_the_launcher_dies(tmp_path: Path) -> None:
+    # The launcher held the line; killed, the server runs it itself, in
+    # order, once the long job (now the server's) has ended. The first fails
+    # to start: the second runs all the same.
+    gate, trace = tmp_path / "gate", tmp_path / "trace"
+    with engine_server(tmp_path, *FOLLOW, "--follow-wait-seconds", "60") as server:
+        batch, env = one_slot(server, "lost")
+        long_job = submit(
+            batch, env, sh(GATE_WAIT.format(gate=gate) + f"; echo long >> {trace}"), name="long"
+        )
+        wait_for(batch, long_job, "RUNNING")
+        placed = followers(server, "placed")
+        first = submit(batch, env, ["no-such-program-here"], name="first")
+        second = submit(batch, env, sh(f"echo second >> {trace}"), name="second")
+        wait_until(lambda: followers(server, "placed") == placed + 2, what="both placed")
+        os.kill(launcher_pid(server), signal.SIGKILL)
+        gate.touch()
+        assert wait_for(batch, long_job)["status"] == "SUCCEEDED"
+        detail = wait_for(batch, first)
+        assert detail["status"] == "FAILED"
+        assert "no-such-program-here" in detail["attempts"][-1]["container"]["reason"]
+        assert wait_for(batch, second)["status"] == "SUCCEEDED"
+        assert trace.read_text() == "long\nsecond\n"
+
+
+def test_jobs_do_not_follow_an_attempt_reattached_after_a_restart(tmp_path: Path) -> None:
+    # The new launcher did not start the reattached job, so it could not
+    # start what follows it when it ends: a job follows the other slot's.
+    gate, gate2, ran = tmp_path / "gate", tmp_path / "gate2", tmp_path / "ran"
+    server = start_engine_server(tmp_path, *FOLLOW, "--follow-wait-seconds", "60")
+    servers = [server]
+    try:
+        batch = server.client()
+        env = make_env(batch, "reattached", max_vcpus=2)
+        old = submit(batch, env, sh(GATE_WAIT.format(gate=gate)), name="old")
+        wait_for(batch, old, "RUNNING")
+        server.stop(signal.SIGKILL)
+        server = restart(server)
+        servers.append(server)
+        batch = server.client()
+        assert wait_for(batch, old, "RUNNING")["status"] == "RUNNING"
+        for i in range(3):  # short runs on the other slot
+            short = submit(batch, env, ["true"], name=f"w{i}")
+            assert wait_for(batch, short)["status"] == "SUCCEEDED"
+        new = submit(batch, env, sh(GATE_WAIT.format(gate=gate2)), name="new")
+        wait_for(batch, new, "RUNNING")
+        waiting = submit(batch, env, sh(f"echo x >> {ran}"), name="waiting")
+        wait_until(lambda: followers(server, "placed") == 1, what="the job placed")
+        gate.touch()
+        assert wait_for(batch, old)["status"] == "SUCCEEDED"
+        # It follows the new job, not the old one (nor did it start at once).
+        assert wait_for(batch, waiting, "STARTING")["status"] == "STARTING"
+        assert not ran.exists()
+        gate2.touch()
+        assert wait_for(batch, waiting)["status"] == "SUCCEEDED"
+        assert ran.read_text() == "x\n"
+    finally:
+        gate.touch()
+        gate2.touch()
         for each in servers:
             shutdown(each)

@@ -37,6 +37,7 @@ class Settings:
     # SIGTERM -> SIGKILL grace on timeout and TerminateJob (AWS: 30 s).
     kill_grace_seconds: float = 30.0
     follow_wait_seconds: float = 0.5  # see engine._FOLLOW_WAIT_SECONDS
+    follow_below_ms: float = 50.0  # see engine._FOLLOW_BELOW_MS
     # What this host offers jobs of host-bound executors; None = all of it.
     host_vcpus: float | None = None
     host_memory_mib: int | None = None

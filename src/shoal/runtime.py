@@ -167,6 +167,7 @@ def build(settings: Settings) -> Runtime:
             host=host_limits(settings),
             kill_grace_seconds=settings.kill_grace_seconds,
             follow_wait_seconds=settings.follow_wait_seconds,
+            follow_below_ms=settings.follow_below_ms,
             job_environment=settings.job_environment,
             spot_interruption_rate=settings.spot_interruption_rate,
             metrics=metrics,

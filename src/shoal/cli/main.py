@@ -194,6 +194,14 @@ def _store_url(ctx: click.Context, param: click.Parameter, value: str) -> str | 
     help="How long a job placed on a busy slot behind a short job waits there before it "
     "is RUNNABLE again.",
 )
+@click.option(
+    "--follow-below-ms",
+    type=click.FloatRange(min=0),
+    default=50.0,
+    hidden=True,  # for tests on a loaded machine, where short jobs run long
+    help="Jobs of a compute environment whose recent jobs ran for less than this on "
+    "average may be placed on a busy slot behind one of them.",
+)
 @click.option("--log-level", default="info", show_default=True)
 def server(
     host: str,
@@ -221,6 +229,7 @@ def server(
     credentials: Path | None,
     job_user: str | None,
     follow_wait_seconds: float,
+    follow_below_ms: float,
     log_level: str,
 ) -> None:
     """Run the shoal server in the foreground."""
@@ -246,6 +255,7 @@ def server(
         serve_api=role != "engine",
         kill_grace_seconds=kill_grace_seconds,
         follow_wait_seconds=follow_wait_seconds,
+        follow_below_ms=follow_below_ms,
         host_vcpus=host_vcpus,
         host_memory_mib=host_memory_mib,
         job_retention_seconds=job_retention_seconds,

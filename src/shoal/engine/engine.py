@@ -179,6 +179,7 @@ class Engine:
         host: Limits | None = None,
         kill_grace_seconds: float = 30.0,
         follow_wait_seconds: float = _FOLLOW_WAIT_SECONDS,
+        follow_below_ms: float = _FOLLOW_BELOW_MS,
         job_environment: dict[str, str] | None = None,
         spot_interruption_rate: float = 0.0,
         rng: random.Random | None = None,
@@ -201,6 +202,7 @@ class Engine:
         self.host = host
         self.kill_grace_seconds = kill_grace_seconds
         self.follow_wait_seconds = follow_wait_seconds
+        self.follow_below_ms = follow_below_ms
         self._cycle_requested = False
         self._running = False
         self._deferred: asyncio.TimerHandle | None = None
@@ -1014,15 +1016,30 @@ class Engine:
     def _hand_over(self, attempt: Attempt, moved: list[tuple[Attempt, int]]) -> None:
         """An attempt's exit is recorded: its capacity goes, to the attempt
         that followed it if there is one (already started by the executor,
-        or about to be)."""
+        or about to be). One that ended before it had the slot (its launch
+        failed or was withdrawn) passes its place in line on instead."""
         attempt.over = True
         if attempt.held:
             self._hold(attempt, -1)
             moved.append((attempt, -1))
+        elif attempt.follows is not None and not attempt.follows.over:
+            self._splice(attempt)
+            return
         successor = attempt.successor
         if successor is not None and not successor.over and not successor.held:
             self._hold(successor, +1)
             moved.append((successor, +1))
+
+    @staticmethod
+    def _splice(attempt: Attempt) -> None:
+        """Take a waiting attempt out of its slot's line: what waits behind it
+        now waits for what it waited for (as its executor does)."""
+        ahead, behind = attempt.follows, attempt.successor
+        if ahead is not None:
+            ahead.successor = behind
+        if behind is not None:
+            behind.follows = ahead
+        attempt.follows = attempt.successor = None
 
     def _follower(self, executor: Executor) -> bool:
         # isinstance on a Protocol is slow: asked once per executor.
@@ -1039,11 +1056,12 @@ class Engine:
         """An attempt on `ce` whose slot a job needing `need` can follow it on
         (see `_FOLLOW_BELOW_MS`), if there is one: of those with the fewest
         waiting ahead, the first placed."""
-        if self._run_ms.get(ce.name, math.inf) > _FOLLOW_BELOW_MS:
+        if self._run_ms.get(ce.name, math.inf) > self.follow_below_ms:
             return None
         executor = self._executor_for(ce)
-        if not self._follower(executor) or not cast(Follower, executor).can_follow():
+        if not self._follower(executor):
             return None
+        follower = cast(Follower, executor)
         best: Attempt | None = None
         best_depth = _FOLLOW_DEPTH
         for attempt in self._attempts.values():
@@ -1053,6 +1071,7 @@ class Engine:
                 or attempt.over
                 or attempt.executor is not executor
                 or not _covers(attempt.need, need)
+                or not follower.can_follow(attempt.task_id)
             ):
                 continue
             depth, ahead = 0, attempt
@@ -1179,9 +1198,13 @@ class Engine:
             return
         # RUNNING is recorded with the next batch of exits, in one transaction:
         # a job that ends at once costs one commit for both.
-        started_at = self.ctx.clock.now_ms()
+        now = self.ctx.clock.now_ms()
         marked_at = asyncio.get_running_loop().time()
         for job, attempt, spec in launched:
+            # When it began, as seen where it runs (if the executor says), so
+            # that startedAt and stoppedAt of jobs on one slot never overlap.
+            began = (attempt.handle or {}).get("startedAt")
+            started_at = began if isinstance(began, int) and began <= now else now
             attempt.marked_at = marked_at
             self.metrics.attempt_launched(attempt.placed_at, started_at)
             self._marks.append((job, attempt, spec, started_at))
@@ -1342,7 +1365,8 @@ class Engine:
         for attempt, _, _ in exits:
             self.metrics.attempt_ended(attempt.ended, terminated=attempt.terminated)
             if attempt.successor is not None:  # it holds the slot now
-                attempt.successor.follows = None
+                if attempt.successor.follows is attempt:
+                    attempt.successor.follows = None
                 attempt.successor = None
             # The job's next attempt may have been placed in the same pass:
             # that one stays tracked.
@@ -1413,7 +1437,12 @@ class Engine:
         stream = (job.runtime.get("container") or {}).get("logStreamName")
         if stream and started_at is not None:
             container["logStreamName"] = stream
-        record: Json = {"container": container, "stoppedAt": now, "statusReason": status_reason}
+        # When it ended, as seen where it ran (the job that follows it on its
+        # slot starts after that), or else now.
+        stopped = exit_.ended_at
+        if stopped is None or stopped > now or (started_at is not None and stopped < started_at):
+            stopped = now
+        record: Json = {"container": container, "stoppedAt": stopped, "statusReason": status_reason}
         if started_at is not None:
             record["startedAt"] = started_at
         if exit_.exit_code == 0 and attempt.stop_reason is None:
@@ -1439,7 +1468,7 @@ class Engine:
             job,
             status=status,
             status_reason=status_reason if status is not JobStatus.RUNNABLE else None,
-            stopped_at=now if status.terminal else job.stopped_at,
+            stopped_at=stopped if status.terminal else job.stopped_at,
             started_at=started_at if started_at is not None else job.started_at,
             is_terminated=job.is_terminated or attempt.terminated,
             runtime=runtime,
@@ -1494,18 +1523,33 @@ class Engine:
         """A launch that waited on a slot too long was called off before it
         began: its job is RUNNABLE again, as if never placed, and the compute
         environment's jobs are no longer taken for a stream of short ones."""
-        if attempt.held:  # the slot came to it as it was being called off
-            self._hold(attempt, -1)
-        attempt.over = True
-        if attempt.follows is not None:
-            attempt.follows.successor = None
-            attempt.follows = None
+        if not attempt.over:
+            attempt.over = True
+            behind = attempt.successor
+            if attempt.held:  # the slot came to it as it was being called off
+                self._hold(attempt, -1)
+                if behind is not None and not behind.over and not behind.held:
+                    self._hold(behind, +1)  # what waited behind it has it now
+            self._splice(attempt)
+            if behind is not None and behind.follows is not None and behind.follows.over:
+                behind.follows = None
+            # Counted as a long run: following stops until short runs bring
+            # the average down again.
+            self._ran(attempt.ce, max(self.follow_below_ms * 40, self.follow_wait_seconds * 1000))
+            self.metrics.attempt_called_off()
         if self._attempts.get(attempt.job_id) is attempt:
             del self._attempts[attempt.job_id]
-        # Counted as a long run: following stops until short runs bring the
-        # average down again.
-        self._ran(attempt.ce, max(_FOLLOW_BELOW_MS * 40, self.follow_wait_seconds * 1000))
-        self.metrics.attempt_called_off()
+        try:
+            self._write_withdrawn(attempt)
+        except Exception:
+            log.exception("recording job %s as RUNNABLE again failed; retrying", attempt.job_id)
+            asyncio.get_running_loop().call_later(0.5, self._withdrawn, attempt)
+            return
+        self._blocked.clear()
+        self._new_jobs = True
+        self._request_cycle()
+
+    def _write_withdrawn(self, attempt: Attempt) -> None:
         now = self.ctx.clock.now_ms()
         with self.ctx.store.transaction() as tx:
             job = tx.get_jobs([attempt.job_id]).get(attempt.job_id)
@@ -1528,9 +1572,6 @@ class Engine:
                 tx.update_job(after, JobStatus.STARTING)
                 if after.status.terminal:
                     self._pending.ended(after)
-        self._blocked.clear()
-        self._new_jobs = True
-        self._request_cycle()
 
     def _requeue(self, job: Job) -> None:
         """A STARTING attempt that never launched: the same attempt goes back to RUNNABLE."""

@@ -133,6 +133,7 @@ class Launched(TypedDict):
     # it: the process's start time (clock ticks since boot, /proc/PID/stat),
     # which tells it from a later process that got the same pid.
     start: NotRequired[int]
+    at: NotRequired[int]  # when it was spawned (epoch ms), from the launcher
 
 
 class AttemptFiles:

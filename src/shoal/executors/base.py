@@ -46,6 +46,8 @@ class Exit:
     exit_code: int | None
     reason: str | None = None
     status_reason: str = ESSENTIAL_EXITED
+    # When it ended (epoch ms), if the executor saw it: else when it is recorded.
+    ended_at: int | None = None
 
 
 class LaunchError(Exception):
@@ -62,8 +64,9 @@ class Follower(Protocol):
     attempts, and start it the moment that attempt ends, without the round
     trip to the engine (see `LaunchSpec.after`)."""
 
-    def can_follow(self) -> bool:
-        """Whether launches with `after` are taken now."""
+    def can_follow(self, task: str) -> bool:
+        """Whether a launch may come `after` this attempt of this executor's
+        now (one it launched, not one reattached after a restart)."""
         ...
 
     def withdraw(self, task: str) -> None:

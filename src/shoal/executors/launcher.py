@@ -11,20 +11,21 @@ The wire is a SOCK_SEQPACKET socket pair (message boundaries kept, so each
 message is one JSON object). Server to launcher: `{"op": "launch", ...a
 LaunchRequest}` or `{"op": "clean", "tasks": [[task, cgroup], ...]}`. Launcher to server,
 for each launch: `{"task", "pid", "cgroup", "start"}` (the pid and start time
-name the process: see `attempt_files.same_start`), or `{"task", "error"}`.
+name the process: see `attempt_files.same_start`), or `{"task", "error"}`;
+and `{"exited": [[task, code], ...], "launched": [answers]}` (below).
 
 A launch may name an attempt it comes `after` (one of ours, on the slot the
 engine gives the new one): it waits here until that attempt has been reaped,
-and starts the moment it is, without a round trip to the server. Such
-answers come when the launch happens, so answers are matched by task, not by
-order. A launch still waiting when the server goes never happens (the next
-server finds it never started, and queues its job again).
+and starts the moment it is, without a round trip to the server. Its answer
+comes with that exit, so answers are matched by task, not by order. A launch
+still waiting when the server goes never happens (the next server finds it
+never started, and queues its job again).
 
 The launcher is the parent of the attempts it spawns (no per-attempt
 supervisor: that `sh` doubled the cost of a short job). It reaps each, kills
-what the job left in its process group, writes `<task>.exit` and sends
-`{"exited": [[task, code], ...]}`. It is also the subreaper of what jobs leave
-behind. When the server's end closes, it stops launching and stays until its
+what the job left in its process group, writes `<task>.exit` and sends the
+exit (with the answers of what waited for it). It is also the subreaper of
+what jobs leave behind. When the server's end closes, it stops launching and stays until its
 attempts have ended, so their exits are recorded for the next server; if it
 is killed, its attempts are adopted by the server (see `process.py`).
 """
@@ -94,6 +95,7 @@ class Launcher:
         self._outbox: collections.deque[bytes] = collections.deque()
         self._cleanups: list[tuple[str, str | None]] = []
         self._exits: dict[str, asyncio.Future[int]] = {}
+        self._ended_at: dict[str, int] = {}
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self.sock.fileno(), self._on_readable)
         self.alive = True
@@ -167,30 +169,38 @@ class Launcher:
                 return
             message = orjson.loads(data)
             if "exited" in message:
-                for task, code in message["exited"]:
-                    self._exited(str(task), int(code))
+                # With the answers of the launches that waited for them.
+                for answer in message.get("launched", ()):
+                    self._answered(answer)
+                for task, code, *at in message["exited"]:
+                    self._exited(str(task), int(code), int(at[0]) if at else None)
                 continue
-            task = str(message.get("task"))
-            future = self._pending.pop(task, None)
-            if future is None:
-                log.error("the launcher answered a launch nobody asked for: %s", message)
-                continue
-            if future.cancelled():
-                continue
-            if message.get("withdrawn"):
-                future.set_exception(LaunchWithdrawn())
-            elif "error" in message:
-                future.set_exception(LaunchError(str(message["error"])))
-            elif not future.cancelled():
-                launched: Launched = {
-                    "task": task,
-                    "pid": int(message["pid"]),
-                    "cgroup": message.get("cgroup"),
-                }
-                if "start" in message:
-                    launched["start"] = int(message["start"])
-                    self._exits[task] = self._loop.create_future()
-                future.set_result(launched)
+            self._answered(message)
+
+    def _answered(self, message: Any) -> None:
+        task = str(message.get("task"))
+        future = self._pending.pop(task, None)
+        if future is None:
+            log.error("the launcher answered a launch nobody asked for: %s", message)
+            return
+        if future.cancelled():
+            return
+        if message.get("withdrawn"):
+            future.set_exception(LaunchWithdrawn())
+        elif "error" in message:
+            future.set_exception(LaunchError(str(message["error"])))
+        else:
+            launched: Launched = {
+                "task": task,
+                "pid": int(message["pid"]),
+                "cgroup": message.get("cgroup"),
+            }
+            if "start" in message:
+                launched["start"] = int(message["start"])
+                self._exits[task] = self._loop.create_future()
+            if "at" in message:
+                launched["at"] = int(message["at"])
+            future.set_result(launched)
 
     def exit_of(self, task: str) -> asyncio.Future[int] | None:
         """The exit status of an attempt this launcher spawned directly (it
@@ -200,11 +210,18 @@ class Launcher:
 
     def drop_exit(self, task: str) -> None:
         self._exits.pop(task, None)
+        self._ended_at.pop(task, None)
 
-    def _exited(self, task: str, code: int) -> None:
+    def _exited(self, task: str, code: int, at: int | None) -> None:
         future = self._exits.get(task)
         if future is not None and not future.done():
+            if at is not None:
+                self._ended_at[task] = at
             future.set_result(code)
+
+    def ended_at(self, task: str) -> int | None:
+        """When an attempt whose exit came was reaped (epoch ms)."""
+        return self._ended_at.get(task)
 
     def _lost(self) -> None:
         if self.alive:
@@ -252,16 +269,22 @@ class _Children:
     def __init__(self, files: AttemptFiles) -> None:
         self.files = files
         self.tasks: dict[int, str] = {}
-        self.live: set[str] = set()  # the same attempts' tasks
+        # Attempts under an `sh` supervisor (which records their exits itself),
+        # by the supervisor's pid: launches may wait for them too.
+        self.supervised: dict[int, str] = {}
+        self.live: set[str] = set()  # the tasks of both
+        self.ended: list[str] = []  # supervised attempts ended, since last asked
 
     def reap(self) -> list[list[Any]]:
-        """Record every exit there is: ([task, exit code], ...) of our attempts.
+        """Record every exit there is: ([task, exit code, epoch ms], ...) of
+        our attempts (supervised ones go to `ended`).
 
         An attempt's exit is seen before it is reaped (WNOWAIT), so that its
         pid cannot be reused while the rest of its process group is killed
         (what a job leaves running ends with it, as in a container) and its
         exit status goes to `<task>.exit`, for a server that is not there."""
         exited: list[list[Any]] = []
+        now = time.time_ns() // 1_000_000  # when the exits were seen (epoch ms)
         while True:
             try:
                 info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
@@ -270,6 +293,10 @@ class _Children:
             if info is None:
                 return exited
             pid = info.si_pid
+            supervised = self.supervised.pop(pid, None)
+            if supervised is not None:
+                self.live.discard(supervised)
+                self.ended.append(supervised)
             task = self.tasks.pop(pid, None)
             if task is not None:
                 self.live.discard(task)
@@ -282,7 +309,7 @@ class _Children:
                     _write_exit(self.files.base(task) + ".exit", code)
                 except OSError:
                     log.exception("recording the exit of %s failed", task)
-                exited.append([task, code])
+                exited.append([task, code, now])
             # Ours, or an orphan of a job's (we are their subreaper): reaped.
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
@@ -329,16 +356,23 @@ def _serve(sock: socket.socket, files: AttemptFiles) -> None:
                 with contextlib.suppress(BlockingIOError):
                     os.read(wake_r, 4096)
                 exited = children.reap()
-                for task, _ in exited:  # what comes after them starts at once
-                    if connected and not _start_waiting(sock, files, children, waiting, task):
-                        connected = False
-                        cleanup_deadline = time.monotonic() + _CLEANUP_ON_EXIT_SECONDS
-                if exited and connected:
+                ended = [task for task, *_ in exited] + children.ended
+                children.ended = []
+                answers: list[Any] = []
+                if ended and waiting and connected and _server_gone(sock):
+                    # Closed while they waited: they never start (the next
+                    # server queues their jobs again).
+                    waiting.clear()
+                for task in ended if connected else ():  # what follows them starts at once
+                    _start_waiting(files, children, waiting, task, answers)
+                if (exited or answers) and connected:
+                    # One message: the exits, and the launches they let go.
                     try:
-                        sock.send(orjson.dumps({"exited": exited}))
+                        sock.send(orjson.dumps({"exited": exited, "launched": answers}))
                     except OSError:
                         connected = False
                         cleanup_deadline = time.monotonic() + _CLEANUP_ON_EXIT_SECONDS
+                        waiting.clear()
             if not ready:
                 for _ in range(min(len(cleanups), 16)):
                     task, cgroup = cleanups.popleft()
@@ -372,11 +406,10 @@ def _serve(sock: socket.socket, files: AttemptFiles) -> None:
                     waiting.clear()
                 continue
             after = message.get("after")
-            if (
-                after
-                and after not in waiting
-                and (after in children.live or any(m["task"] == after for m in waiting.values()))
-            ):
+            queued = {m["task"] for m in waiting.values()} if waiting else set()
+            if after and (after in children.live or after in queued):
+                while after in waiting:  # (never so: the engine gives a slot one successor)
+                    after = waiting[after]["task"]
                 waiting[after] = message
                 continue
             if not _launch(sock, files, children, message):
@@ -412,47 +445,60 @@ def _withdraw(sock: socket.socket, waiting: dict[str, Any], task: str) -> bool:
     return True
 
 
+def _server_gone(sock: socket.socket) -> bool:
+    """Has the server's end closed (with nothing left unread)?"""
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
 def _start_waiting(
-    sock: socket.socket,
     files: AttemptFiles,
     children: _Children,
     waiting: dict[str, Any],
     ended: str,
-) -> bool:
+    answers: list[Any],
+) -> None:
     """Launch what waited for `ended` (and, if that fails to start, what
-    waited for it in turn); False if the server is gone."""
+    waited for it in turn), adding the answers to `answers`."""
     message = waiting.pop(ended, None)
     while message is not None:
-        if not _launch(sock, files, children, message):
-            waiting.clear()
-            return False
+        answers.append(_start(files, children, message))
         if message["task"] in children.live:
-            return True
+            return
         message = waiting.pop(message["task"], None)
-    return True
 
 
 def _launch(sock: socket.socket, files: AttemptFiles, children: _Children, message: Any) -> bool:
     """Launch and answer; False if the server is gone (the attempt, if it
     started, is ours to see to the end all the same)."""
+    try:
+        sock.send(orjson.dumps(_start(files, children, message)))
+    except OSError:
+        return False
+    return True
+
+
+def _start(files: AttemptFiles, children: _Children, message: Any) -> Any:
+    """Launch; the answer for the server."""
     task = message["task"]
     try:
         launched = files.launch(message, direct=True)
     except LaunchError as e:
-        answer = orjson.dumps({"task": task, "error": e.reason})
+        return {"task": task, "error": e.reason}
     except Exception as e:  # never leave the server waiting
         log.exception("launching %s failed", task)
-        answer = orjson.dumps({"task": task, "error": f"CannotStartContainerError: {e}"})
+        return {"task": task, "error": f"CannotStartContainerError: {e}"}
+    if "start" in launched:
+        children.tasks[launched["pid"]] = task
     else:
-        if "start" in launched:
-            children.tasks[launched["pid"]] = task
-            children.live.add(task)
-        answer = orjson.dumps(launched)
-    try:
-        sock.send(answer)
-    except OSError:
-        return False
-    return True
+        children.supervised[launched["pid"]] = task
+    children.live.add(task)
+    launched["at"] = time.time_ns() // 1_000_000
+    return launched
 
 
 def main() -> None:

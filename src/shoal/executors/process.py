@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import dataclasses
 import functools
 import logging
 import os
@@ -37,7 +38,14 @@ from shoal.executors.attempt_files import (
     proc_stat,
     same_start,
 )
-from shoal.executors.base import OOM_REASON, Exit, Handle, LaunchError, LaunchSpec
+from shoal.executors.base import (
+    OOM_REASON,
+    Exit,
+    Handle,
+    LaunchError,
+    LaunchSpec,
+    LaunchWithdrawn,
+)
 from shoal.executors.cgroups import MemoryCgroups
 from shoal.executors.launcher import Launcher, LauncherLost
 from shoal.logs.store import Event, LogStore
@@ -88,6 +96,11 @@ def _become_subreaper() -> bool:
 
 async def _done(handle: Handle) -> Handle:
     return handle
+
+
+def _settle(future: asyncio.Future[None], _: object) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 async def _fail(error: LaunchError) -> Handle:
@@ -177,6 +190,7 @@ class ProcessExecutor:
         # launches (after the launcher died) waiting for one of them to be.
         self._live: set[str] = set()
         self._release_waiters: dict[str, asyncio.Future[None]] = {}
+        self._parked: dict[str, asyncio.Future[None]] = {}  # such launches, by task
         if use_launcher:
             try:
                 self._launcher = Launcher(
@@ -241,6 +255,10 @@ class ProcessExecutor:
                 request["after"] = spec.after
             self._live.add(spec.task_id)
             return self._finish_launch(self._launcher.launch(request), spec, request)
+        if spec.after is not None and spec.after in self._live:
+            # Placed to follow an attempt of the launcher, which has died since.
+            self._live.add(spec.task_id)
+            return self._launch_here_after(spec, request)
         try:
             launched = self.files.launch(request)
         except LaunchError as e:
@@ -248,9 +266,10 @@ class ProcessExecutor:
         self._children.add(launched["pid"])
         return _done(self._handle(launched, spec))
 
-    def can_follow(self) -> bool:
-        """Launches may wait in the launcher for the attempt they come after."""
-        return self._launcher is not None and self._launcher.alive
+    def can_follow(self, task: str) -> bool:
+        """Launches may wait in the launcher for `task`: one of this process's
+        launches through the launcher (not one reattached after a restart)."""
+        return self._launcher is not None and self._launcher.alive and task in self._live
 
     async def _finish_launch(
         self, answer: asyncio.Future[Launched], spec: LaunchSpec, request: LaunchRequest
@@ -260,32 +279,53 @@ class ProcessExecutor:
                 launched = await answer
             except LauncherLost:
                 if spec.after is not None and not os.path.isdir(self.files.workdir(spec.task_id)):
-                    # It was waiting in the launcher, which died: it starts
-                    # here once the attempt it came after (ours now) is over.
-                    await self._released(spec.after)
-                    if not os.path.isdir(self.files.workdir(spec.task_id)):
-                        del request["after"]
-                        launched = self.files.launch(request)
-                        self._children.add(launched["pid"])
-                        return self._handle(launched, spec)
+                    return await self._launch_here_after(spec, request)
                 return self._resolve_lost(spec)
         except BaseException:
-            self._live.discard(spec.task_id)
+            self._not_live(spec.task_id)
             raise
         return self._handle(launched, spec)
 
+    async def _launch_here_after(self, spec: LaunchSpec, request: LaunchRequest) -> Handle:
+        """Launch here (the launcher having died) once the attempt this one
+        follows is released; LaunchWithdrawn if it is withdrawn before."""
+        task, after = spec.task_id, spec.after
+        loop = asyncio.get_running_loop()
+        parked: asyncio.Future[None] = loop.create_future()
+        self._parked[task] = parked
+        try:
+            if after is not None and after in self._live:
+                waiter = self._release_waiters.get(after)
+                if waiter is None:
+                    waiter = self._release_waiters[after] = loop.create_future()
+                waiter.add_done_callback(functools.partial(_settle, parked))
+                await parked
+            if os.path.isdir(self.files.workdir(task)):
+                return self._resolve_lost(spec)  # the launcher got as far as spawning it
+            request.pop("after", None)
+            launched = self.files.launch(request)
+        except BaseException:
+            self._not_live(task)
+            raise
+        finally:
+            self._parked.pop(task, None)
+        self._children.add(launched["pid"])
+        return self._handle(launched, spec)
+
     def withdraw(self, task: str) -> None:
-        if self._launcher is not None:
+        parked = self._parked.get(task)
+        if parked is not None:
+            if not parked.done():
+                parked.set_exception(LaunchWithdrawn())
+        elif self._launcher is not None:
             self._launcher.withdraw(task)
 
-    async def _released(self, task: str) -> None:
-        """Until `task`, if it is one of ours still running, has been released."""
-        if task in self._live:
-            waiter = self._release_waiters.get(task)
-            if waiter is None:
-                waiter = asyncio.get_running_loop().create_future()
-                self._release_waiters[task] = waiter
-            await waiter
+    def _not_live(self, task: str) -> None:
+        """`task` is over (or never began): what waits for it may go."""
+        self._live.discard(task)
+        waiter = self._release_waiters.pop(task, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _handle(self, launched: Launched, spec: LaunchSpec) -> Handle:
         self._pumped[spec.task_id] = 0
@@ -299,6 +339,8 @@ class ProcessExecutor:
         }
         if "start" in launched:
             handle["start"] = launched["start"]
+        if "at" in launched:
+            handle["startedAt"] = launched["at"]
         return handle
 
     def _resolve_lost(self, spec: LaunchSpec) -> Handle:
@@ -420,10 +462,12 @@ class ProcessExecutor:
         if not ended.done():
             timer = loop.call_later(self.log_poll_seconds, tick)
         code: int | None = None
+        ended_at: int | None = None
         try:
             if reported is not None:
                 try:
                     code = await reported
+                    ended_at = self._launcher.ended_at(task) if self._launcher else None
                 except LauncherLost:
                     # Its attempts are now our children (we are their subreaper).
                     self._reap_orphans_from_now_on()
@@ -446,7 +490,8 @@ class ProcessExecutor:
         if fd is not None:
             os.close(fd)
         await self._drain(handle, final=True)
-        return self._exit(handle, pid, task, code)
+        exit_ = self._exit(handle, pid, task, code)
+        return dataclasses.replace(exit_, ended_at=ended_at) if ended_at is not None else exit_
 
     async def _reap_adopted(self, pid: int, task: str, fd: int, handle: Handle) -> int | None:
         """The exit of an attempt whose launcher died, if it is our child now
@@ -685,10 +730,7 @@ class ProcessExecutor:
         task = str(handle["task"])
         self._killed.discard(task)
         self._pumped.pop(task, None)
-        self._live.discard(task)
-        waiter = self._release_waiters.pop(task, None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._not_live(task)
         cgroup = handle.get("cgroup")
         files = self._files_for(_home_of(handle))
         if files is not self.files:
