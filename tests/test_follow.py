@@ -61,6 +61,26 @@ def one_slot(server: Server, prefix: str) -> tuple[Any, dict[str, str]]:
     return batch, env
 
 
+def line_up(
+    server: Server, prefix: str, gate: Path, *commands: list[str], long_tail: str = ""
+) -> tuple[Any, dict[str, str], str, list[str]]:
+    """On a warmed one-vCPU compute environment, a job that runs until `gate`
+    exists (then `long_tail`), and behind it on its slot a job per command,
+    each submitted once the one before is placed there."""
+    batch, env = one_slot(server, prefix)
+    long_job = submit(batch, env, sh(GATE_WAIT.format(gate=gate) + long_tail), name="long")
+    wait_for(batch, long_job, "RUNNING")
+    placed = followers(server, "placed")
+    waiting = []
+    for i, command in enumerate(commands):
+        waiting.append(submit(batch, env, command, name=f"waiting{i}"))
+        wait_until(
+            lambda n=i + 1: followers(server, "placed") == placed + n,
+            what=f"job {i + 1} placed behind the long one",
+        )
+    return batch, env, long_job, waiting
+
+
 def test_jobs_following_on_one_slot_never_overlap(tmp_path: Path) -> None:
     trace = tmp_path / "trace"
     # Each job writes when it begins and ends, by the clock, to one file.
@@ -92,12 +112,7 @@ def test_jobs_following_on_one_slot_never_overlap(tmp_path: Path) -> None:
 def test_a_job_waiting_behind_a_long_one_goes_back_to_runnable(tmp_path: Path) -> None:
     gate, ran = tmp_path / "gate", tmp_path / "ran"
     with engine_server(tmp_path, *FOLLOW, "--follow-wait-seconds", "0.3") as server:
-        batch, env = one_slot(server, "long")
-        long_job = submit(batch, env, sh(GATE_WAIT.format(gate=gate)), name="long")
-        wait_for(batch, long_job, "RUNNING")
-        placed = followers(server, "placed")
-        waiting = submit(batch, env, sh(f"echo x >> {ran}"), name="waiting")
-        wait_until(lambda: followers(server, "placed") > placed, what="a job placed on the slot")
+        batch, _, long_job, [waiting] = line_up(server, "long", gate, sh(f"echo x >> {ran}"))
         # Called off after 0.3 s: RUNNABLE again, and the engine stops taking
         # this compute environment for a stream of short jobs.
         wait_until(lambda: followers(server, "called_off") == 1, what="the job called off")
@@ -122,12 +137,7 @@ def describe_stopped(batch: Any, job_id: str) -> int:
 def test_terminating_a_job_waiting_on_a_slot_means_it_never_runs(tmp_path: Path) -> None:
     gate, ran = tmp_path / "gate", tmp_path / "ran"
     with engine_server(tmp_path, *FOLLOW, "--follow-wait-seconds", "60") as server:
-        batch, env = one_slot(server, "term")
-        long_job = submit(batch, env, sh(GATE_WAIT.format(gate=gate)), name="long")
-        wait_for(batch, long_job, "RUNNING")
-        placed = followers(server, "placed")
-        waiting = submit(batch, env, sh(f"echo x >> {ran}"), name="waiting")
-        wait_until(lambda: followers(server, "placed") > placed, what="a job placed on the slot")
+        batch, env, long_job, [waiting] = line_up(server, "term", gate, sh(f"echo x >> {ran}"))
         assert wait_for(batch, waiting, "STARTING")["status"] == "STARTING"
         batch.terminate_job(jobId=waiting, reason="not wanted")
         detail = wait_for(batch, waiting)
@@ -149,12 +159,7 @@ def test_a_job_waiting_on_a_slot_survives_a_kill_9_and_runs_once(tmp_path: Path)
     server = start_engine_server(tmp_path, *FOLLOW, "--follow-wait-seconds", "60")
     servers = [server]
     try:
-        batch, env = one_slot(server, "kill")
-        long_job = submit(batch, env, sh(GATE_WAIT.format(gate=gate)), name="long")
-        wait_for(batch, long_job, "RUNNING")
-        placed = followers(server, "placed")
-        waiting = submit(batch, env, sh(f"echo x >> {ran}"), name="waiting")
-        wait_until(lambda: followers(server, "placed") > placed, what="a job placed on the slot")
+        batch, env, long_job, [waiting] = line_up(server, "kill", gate, sh(f"echo x >> {ran}"))
         assert wait_for(batch, waiting, "STARTING")["status"] == "STARTING"
         server.stop(signal.SIGKILL)
         # The launcher outlives the server (with the long job): what waited
@@ -200,16 +205,11 @@ def test_a_line_of_two_on_a_slot_keeps_its_order_when_the_first_is_called_off(
     gate, trace = tmp_path / "gate", tmp_path / "trace"
     script = 'echo "b $(date +%s%N)" >> {t}; sleep 0.2; echo "e $(date +%s%N)" >> {t}'
     with engine_server(tmp_path, *FOLLOW, "--follow-wait-seconds", "1") as server:
-        batch, env = one_slot(server, "line")
-        long_job = submit(
-            batch, env, sh(GATE_WAIT.format(gate=gate) + f"; {script.format(t=trace)}"), name="long"
+        job = sh(script.format(t=trace))
+        tail = f"; {script.format(t=trace)}"
+        batch, _, long_job, [first, second] = line_up(
+            server, "line", gate, job, job, long_tail=tail
         )
-        wait_for(batch, long_job, "RUNNING")
-        placed = followers(server, "placed")
-        first = submit(batch, env, sh(script.format(t=trace)), name="first")
-        wait_until(lambda: followers(server, "placed") == placed + 1, what="the first placed")
-        second = submit(batch, env, sh(script.format(t=trace)), name="second")
-        wait_until(lambda: followers(server, "placed") == placed + 2, what="the second placed")
         wait_until(lambda: followers(server, "called_off") >= 1, what="the first called off")
         gate.touch()
         for job_id in (long_job, first, second):
@@ -226,13 +226,9 @@ def test_terminating_the_first_of_a_line_of_two_leaves_the_second_waiting(
 ) -> None:
     gate, ran = tmp_path / "gate", tmp_path / "ran"
     with engine_server(tmp_path, *FOLLOW, "--follow-wait-seconds", "60") as server:
-        batch, env = one_slot(server, "lineterm")
-        long_job = submit(batch, env, sh(GATE_WAIT.format(gate=gate)), name="long")
-        wait_for(batch, long_job, "RUNNING")
-        placed = followers(server, "placed")
-        first = submit(batch, env, ["true"], name="first")
-        second = submit(batch, env, sh(f"echo x >> {ran}"), name="second")
-        wait_until(lambda: followers(server, "placed") == placed + 2, what="both placed")
+        batch, env, long_job, [first, second] = line_up(
+            server, "lineterm", gate, ["true"], sh(f"echo x >> {ran}")
+        )
         batch.terminate_job(jobId=first, reason="not the first")
         assert wait_for(batch, first)["status"] == "FAILED"
         # The second still waits for the long job, and can still be stopped.
@@ -262,15 +258,14 @@ def test_a_line_on_a_slot_carries_on_when_the_launcher_dies(tmp_path: Path) -> N
     # to start: the second runs all the same.
     gate, trace = tmp_path / "gate", tmp_path / "trace"
     with engine_server(tmp_path, *FOLLOW, "--follow-wait-seconds", "60") as server:
-        batch, env = one_slot(server, "lost")
-        long_job = submit(
-            batch, env, sh(GATE_WAIT.format(gate=gate) + f"; echo long >> {trace}"), name="long"
+        batch, _, long_job, [first, second] = line_up(
+            server,
+            "lost",
+            gate,
+            ["no-such-program-here"],
+            sh(f"echo second >> {trace}"),
+            long_tail=f"; echo long >> {trace}",
         )
-        wait_for(batch, long_job, "RUNNING")
-        placed = followers(server, "placed")
-        first = submit(batch, env, ["no-such-program-here"], name="first")
-        second = submit(batch, env, sh(f"echo second >> {trace}"), name="second")
-        wait_until(lambda: followers(server, "placed") == placed + 2, what="both placed")
         os.kill(launcher_pid(server), signal.SIGKILL)
         gate.touch()
         assert wait_for(batch, long_job)["status"] == "SUCCEEDED"
