@@ -201,6 +201,25 @@ def test_the_command_is_executed_not_interpreted_by_a_shell(
     assert (detail["status"], detail["statusReason"]) == ("FAILED", "Task failed to start")
 
 
+def test_started_and_stopped_at_are_when_it_ran(
+    batch: Any, logs: Any, env: dict[str, str], executor: str
+) -> None:
+    # As seen where the job runs (not when the server heard of it): the
+    # job's own clock reading lies between them.
+    if executor not in ("process", "ray"):
+        pytest.skip("the docker executor's times are when the server saw the container")
+    detail = wait_for(batch, run(batch, env, ["date", "+%s%N"]), timeout=30)
+    assert detail["status"] == "SUCCEEDED", detail
+    [line] = job_log(logs, detail)
+    ran_at = int(line) // 1_000_000
+    assert detail["startedAt"] <= ran_at <= detail["stoppedAt"], (detail, ran_at)
+    attempt = detail["attempts"][0]
+    assert (attempt["startedAt"], attempt["stoppedAt"]) == (
+        detail["startedAt"],
+        detail["stoppedAt"],
+    )
+
+
 def test_environment(batch: Any, logs: Any, env: dict[str, str], executor: str) -> None:
     names = [
         "AWS_BATCH_JOB_ID",

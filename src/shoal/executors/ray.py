@@ -330,7 +330,7 @@ class RayExecutor:
                 error = f"CannotStartContainerError: {error}"
             raise LaunchError(error[:255])
         self.logs.create_stream(spec.log_group, spec.log_stream)
-        return {
+        handle: Handle = {
             "task": spec.task_id,
             "group": spec.log_group,
             "stream": spec.log_stream,
@@ -339,6 +339,9 @@ class RayExecutor:
             "node": info["node"],
             "ip": info["ip"],
         }
+        if isinstance(info.get("at"), int):
+            handle["startedAt"] = info["at"]  # when it began on its node
+        return handle
 
     def _take_launches(self) -> list[tuple[str, dict[str, Any]]]:
         batch, self._launches = self._launches, []
@@ -564,7 +567,12 @@ class _Follow:
 def _exit_of(ended: dict[str, Any], node: str) -> Exit:
     if "code" in ended:
         code = int(ended["code"])
-        return Exit(exit_code=code, reason=OOM_REASON if ended.get("oom") else None)
+        at = ended.get("ended_at")
+        return Exit(
+            exit_code=code,
+            reason=OOM_REASON if ended.get("oom") else None,
+            ended_at=at if isinstance(at, int) else None,
+        )
     if "node_lost" in ended:
         return Exit(exit_code=None, status_reason=host_lost(str(ended["node_lost"])))
     if ended.get("cancelled"):

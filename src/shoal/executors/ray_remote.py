@@ -52,7 +52,7 @@ import ray
 
 from shoal.executors.cgroups import MemoryCgroups
 
-PROTOCOL = 4  # part of the dispatcher's name: a new protocol gets a new dispatcher
+PROTOCOL = 5  # part of the dispatcher's name: a new protocol gets a new dispatcher
 
 # The watchdog's grandchild (`sh -c WATCHDOG sh GROUPS_FILE`): on SIGHUP, its
 # parent (and so the Ray worker) is gone: kill every listed process group,
@@ -207,9 +207,10 @@ def run_attempt(
         if cgroups is not None:
             cgroups.release(cgroup)
         return {"node": node_id, "ip": ip, "error": f"{command[0]}: {e.strerror or e}"}
+    began = _now_ms()  # as seen on the node: the attempt's startedAt
     _Watchdog.add(proc.pid)
     done = threading.Event()
-    info = {"node": node_id, "ip": ip, "pid": proc.pid}
+    info = {"node": node_id, "ip": ip, "pid": proc.pid, "at": began}
     watcher = threading.Thread(
         target=_watch, args=(dispatcher, task_id, info, proc, done), daemon=True
     )
@@ -230,7 +231,8 @@ def run_attempt(
     oom = cgroups is not None and cgroups.oom_killed(cgroup)
     if cgroups is not None:
         cgroups.release(cgroup)  # kept for this worker's next attempt if clean
-    return {"node": node_id, "ip": ip, "code": code, "oom": oom}
+    ended = _now_ms()
+    return {"node": node_id, "ip": ip, "code": code, "oom": oom, "at": began, "ended_at": ended}
 
 
 def _watch(
@@ -351,6 +353,7 @@ def _follow_container(
     # Started, then followed: a command the runtime cannot exec fails here,
     # before the attempt is said to run (`docker start --attach` would only
     # tell once it had ended). The logs follow from the container's start.
+    began = _now_ms()  # (the container starts within `docker start`)
     started = _docker("start", name)
     if started.returncode != 0:
         return {**where, "error": f"CannotStartContainerError: {_docker_error(started)}"}
@@ -363,7 +366,7 @@ def _follow_container(
     )
     _Watchdog.add(proc.pid)
     done = threading.Event()
-    info = {**where, "pid": proc.pid, "container": name}
+    info = {**where, "pid": proc.pid, "container": name, "at": began}
     watcher = threading.Thread(
         target=_watch, args=(dispatcher, task_id, info, proc, done, name), daemon=True
     )
@@ -386,7 +389,13 @@ def _follow_container(
         # The log follower ended early (dockerd restarted?): wait for the end.
         _docker("wait", name)
         state = json.loads(_docker("inspect", "--format", "{{json .State}}", name).stdout)
-    return {**where, "code": int(state.get("ExitCode", -1)), "oom": bool(state.get("OOMKilled"))}
+    return {
+        **where,
+        "code": int(state.get("ExitCode", -1)),
+        "oom": bool(state.get("OOMKilled")),
+        "at": began,
+        "ended_at": _now_ms(),
+    }
 
 
 class _Sender:
@@ -677,7 +686,11 @@ class Dispatcher:
                 run.exit = {"lost": result["error"]}
             else:
                 run.exit = result
-                run.info = run.info or {"node": result["node"], "ip": result["ip"]}
+                run.info = run.info or {
+                    "node": result["node"],
+                    "ip": result["ip"],
+                    "at": result.get("at"),
+                }
         if not run.began.is_set():
             run.info = run.info or {"error": run.exit.get("lost") or "did not start"}
             run.began.set()
