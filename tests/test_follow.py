@@ -312,3 +312,35 @@ def test_jobs_do_not_follow_an_attempt_reattached_after_a_restart(tmp_path: Path
         gate2.touch()
         for each in servers:
             shutdown(each)
+
+
+def test_after_the_launcher_dies_a_line_waits_for_the_job_that_holds_the_slot(
+    tmp_path: Path,
+) -> None:
+    # long <- first <- second, then the launcher is killed: the server holds
+    # the line. The first is called off (it waited too long); the second must
+    # still wait for the long job, not start beside it. Likewise when the
+    # first is terminated while the launcher still lived.
+    for how in ("called off", "terminated"):
+        gate, trace = tmp_path / f"gate-{how[0]}", tmp_path / f"trace-{how[0]}"
+        (tmp_path / how[0]).mkdir()
+        wait = "1" if how == "called off" else "60"
+        with engine_server(tmp_path / how[0], *FOLLOW, "--follow-wait-seconds", wait) as server:
+            batch, _, long_job, [first, second] = line_up(
+                server,
+                f"dead{how[0]}",
+                gate,
+                ["true"],
+                sh(f"echo second >> {trace}"),
+                long_tail=f"; echo long >> {trace}",
+            )
+            if how == "terminated":
+                batch.terminate_job(jobId=first, reason="not the first")
+                assert wait_for(batch, first)["status"] == "FAILED"
+            os.kill(launcher_pid(server), signal.SIGKILL)
+            if how == "called off":
+                wait_until(lambda s=server: followers(s, "called_off") >= 1, what="called off")
+            gate.touch()
+            for job_id in (long_job, second):
+                assert wait_for(batch, job_id)["status"] == "SUCCEEDED"
+            assert trace.read_text() == "long\nsecond\n", how

@@ -1204,7 +1204,9 @@ class Engine:
             # When it began, as seen where it runs (if the executor says), so
             # that startedAt and stoppedAt of jobs on one slot never overlap.
             began = (attempt.handle or {}).get("startedAt")
-            started_at = began if isinstance(began, int) and began <= now else now
+            if not isinstance(began, int) or not attempt.placed_at <= began <= now:
+                began = now  # (a node whose clock is off)
+            started_at = began
             attempt.marked_at = marked_at
             self.metrics.attempt_launched(attempt.placed_at, started_at)
             self._marks.append((job, attempt, spec, started_at))
@@ -1395,16 +1397,22 @@ class Engine:
                 # against the STARTING state that is committed.
                 log.exception("recording %d launches as RUNNING failed", len(marks))
                 self._exits = exits + self._exits
-                self._flush_exits()
+                self._flush_exits()  # the exits alone
+                # The launches again later (with their exits, if they come first).
+                self._marks = marks + self._marks
+                asyncio.get_running_loop().call_later(0.5, self._request_cycle)
                 return
             if not exits:
                 return
             if len(exits) > 1:
                 # Record them one by one, so one bad exit cannot hold up the rest.
                 log.exception("recording %d exits together failed; one at a time", len(exits))
+                failed: list[tuple[Attempt, Exit, int | None]] = []
                 for one in exits:
                     self._exits = [one]
                     self._flush_exits()
+                    failed += self._exits  # put back, with a retry set
+                self._exits = failed
                 return
             log.exception("recording the exit of job %s failed; retrying", exits[0][0].job_id)
             self._exits = exits + self._exits

@@ -234,6 +234,7 @@ class Launcher:
         for task, future in pending.items():
             if not future.done():
                 future.set_exception(LauncherLost(task))
+        self._ended_at.clear()
         exits, self._exits = self._exits, {}
         for task, exit_future in exits.items():
             if not exit_future.done():
@@ -485,6 +486,7 @@ def _launch(sock: socket.socket, files: AttemptFiles, children: _Children, messa
 def _start(files: AttemptFiles, children: _Children, message: Any) -> Any:
     """Launch; the answer for the server."""
     task = message["task"]
+    at = time.time_ns() // 1_000_000  # (before: the job may run before we return)
     try:
         launched = files.launch(message, direct=True)
     except LaunchError as e:
@@ -497,7 +499,7 @@ def _start(files: AttemptFiles, children: _Children, message: Any) -> Any:
     else:
         children.supervised[launched["pid"]] = task
     children.live.add(task)
-    launched["at"] = time.time_ns() // 1_000_000
+    launched["at"] = at
     return launched
 
 

@@ -60,6 +60,7 @@ _EXIT_FILE_WAIT_SECONDS = 5.0
 # After a launcher's death, how often the server reaps what its jobs left.
 _ORPHAN_REAP_SECONDS = 1.0
 # How long an attempt of a launcher that is dying may take to become our child.
+_UNRAN_KEPT = 4096  # attempts remembered as having left a slot's line unrun
 _ADOPTION_SECONDS = 5.0
 _READ_CHUNK = 1024 * 1024
 
@@ -191,6 +192,9 @@ class ProcessExecutor:
         self._live: set[str] = set()
         self._release_waiters: dict[str, asyncio.Future[None]] = {}
         self._parked: dict[str, asyncio.Future[None]] = {}  # such launches, by task
+        self._ahead: dict[str, str] = {}  # launches that follow, and what they follow
+        self._unran: dict[str, str | None] = {}  # left the line unrun: what they followed
+        self._withdrawn: set[str] = set()
         if use_launcher:
             try:
                 self._launcher = Launcher(
@@ -253,10 +257,12 @@ class ProcessExecutor:
         if self._launcher is not None and self._launcher.alive:
             if spec.after is not None:
                 request["after"] = spec.after
+                self._ahead[spec.task_id] = spec.after
             self._live.add(spec.task_id)
             return self._finish_launch(self._launcher.launch(request), spec, request)
         if spec.after is not None and spec.after in self._live:
             # Placed to follow an attempt of the launcher, which has died since.
+            self._ahead[spec.task_id] = spec.after
             self._live.add(spec.task_id)
             return self._launch_here_after(spec, request)
         try:
@@ -282,43 +288,69 @@ class ProcessExecutor:
                     return await self._launch_here_after(spec, request)
                 return self._resolve_lost(spec)
         except BaseException:
-            self._not_live(spec.task_id)
+            self._left_unrun(spec.task_id)
             raise
         return self._handle(launched, spec)
 
     async def _launch_here_after(self, spec: LaunchSpec, request: LaunchRequest) -> Handle:
-        """Launch here (the launcher having died) once the attempt this one
-        follows is released; LaunchWithdrawn if it is withdrawn before."""
-        task, after = spec.task_id, spec.after
+        """Launch here (the launcher having died) once the attempt that holds
+        the slot has been released; LaunchWithdrawn if withdrawn before.
+
+        What it waits for is the attempt it follows or, if that one left the
+        line without running, the one that one followed (as the launcher and
+        the engine pass places in line on)."""
+        task = spec.task_id
         loop = asyncio.get_running_loop()
-        parked: asyncio.Future[None] = loop.create_future()
-        self._parked[task] = parked
         try:
-            if after is not None and after in self._live:
+            after = spec.after
+            while True:
+                while after is not None and after in self._unran:
+                    after = self._unran[after]
+                if task in self._withdrawn:
+                    raise LaunchWithdrawn()
+                if after is None or after not in self._live:
+                    break
+                parked: asyncio.Future[None] = loop.create_future()
+                self._parked[task] = parked
                 waiter = self._release_waiters.get(after)
                 if waiter is None:
                     waiter = self._release_waiters[after] = loop.create_future()
                 waiter.add_done_callback(functools.partial(_settle, parked))
-                await parked
+                try:
+                    await parked
+                finally:
+                    self._parked.pop(task, None)
             if os.path.isdir(self.files.workdir(task)):
                 return self._resolve_lost(spec)  # the launcher got as far as spawning it
             request.pop("after", None)
             launched = self.files.launch(request)
         except BaseException:
-            self._not_live(task)
+            self._left_unrun(task)
             raise
-        finally:
-            self._parked.pop(task, None)
         self._children.add(launched["pid"])
         return self._handle(launched, spec)
 
     def withdraw(self, task: str) -> None:
+        if task not in self._live:
+            return
+        self._withdrawn.add(task)  # seen by a launch that waits here later
         parked = self._parked.get(task)
         if parked is not None:
             if not parked.done():
                 parked.set_exception(LaunchWithdrawn())
         elif self._launcher is not None:
             self._launcher.withdraw(task)
+
+    def _left_unrun(self, task: str) -> None:
+        """`task` leaves its slot's line without having run: what waits for
+        it waits for what it followed."""
+        if task in self._unran:
+            return  # (said already)
+        self._unran[task] = self._ahead.pop(task, None)
+        if len(self._unran) > _UNRAN_KEPT:
+            del self._unran[next(iter(self._unran))]
+        self._withdrawn.discard(task)
+        self._not_live(task)
 
     def _not_live(self, task: str) -> None:
         """`task` is over (or never began): what waits for it may go."""
@@ -730,6 +762,8 @@ class ProcessExecutor:
         task = str(handle["task"])
         self._killed.discard(task)
         self._pumped.pop(task, None)
+        self._ahead.pop(task, None)
+        self._withdrawn.discard(task)
         self._not_live(task)
         cgroup = handle.get("cgroup")
         files = self._files_for(_home_of(handle))

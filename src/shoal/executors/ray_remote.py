@@ -192,6 +192,9 @@ def run_attempt(
     cgroups = _Cgroups.get() if memory_mib else None
     cgroup = cgroups.create(task_id, memory_mib) if cgroups and memory_mib else None
     argv = ["sh", "-c", JOIN_CGROUP, str(cgroup), *command] if cgroup else command
+    # As seen on the node: the attempt's startedAt (taken before the spawn,
+    # as the job may run before Popen returns).
+    began = _now_ms()
     try:
         proc = subprocess.Popen(
             argv,
@@ -207,7 +210,6 @@ def run_attempt(
         if cgroups is not None:
             cgroups.release(cgroup)
         return {"node": node_id, "ip": ip, "error": f"{command[0]}: {e.strerror or e}"}
-    began = _now_ms()  # as seen on the node: the attempt's startedAt
     _Watchdog.add(proc.pid)
     done = threading.Event()
     info = {"node": node_id, "ip": ip, "pid": proc.pid, "at": began}
