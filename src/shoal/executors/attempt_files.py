@@ -296,7 +296,7 @@ class AttemptFiles:
             joined = False
             try:
                 if cgroup is not None:
-                    _join(cgroup / "cgroup.procs")
+                    _join(f"{cgroup}/cgroup.procs")
                     joined = True
                 os.chdir(workdir)
                 before = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
@@ -366,7 +366,7 @@ class AttemptFiles:
             raise FileExistsError(path)
         while self._spare:
             try:
-                os.rename(self._pool / self._spare.pop(), path)
+                os.rename(f"{self._pool}/{self._spare.pop()}", path)
                 return
             except OSError:
                 continue
@@ -381,7 +381,7 @@ class AttemptFiles:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(base + suffix)
         if self.cgroups is not None and cgroup:
-            self.cgroups.release(Path(cgroup))
+            self.cgroups.release(cgroup)
 
     def _drop_workdir(self, path: str) -> None:
         """Back to the pool if the job left it empty, else removed."""
@@ -392,7 +392,7 @@ class AttemptFiles:
                 os.chmod(path, 0o755)
                 self._pool_serial += 1
                 name = str(self._pool_serial)
-                os.rename(path, self._pool / name)
+                os.rename(path, f"{self._pool}/{name}")
                 self._spare.append(name)
                 return
         except FileNotFoundError:

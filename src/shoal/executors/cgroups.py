@@ -132,7 +132,7 @@ class MemoryCgroups:
         self._limits[path] = limit
         return Path(path)
 
-    def release(self, path: Path | None) -> None:
+    def release(self, path: Path | str | None) -> None:
         """An attempt's cgroup is done with: kept for reuse if this process
         made it and it is clean, else removed."""
         if path is None:
@@ -141,7 +141,7 @@ class MemoryCgroups:
         limit = self._limits.pop(name, None)
         spares = self._spares.setdefault(limit, []) if limit is not None else None
         if spares is None or len(spares) >= _SPARES or not self._clean(name):
-            self.remove(path)
+            self.remove(Path(name))
             return
         assert self.root is not None
         self._spare_serial += 1
@@ -149,7 +149,7 @@ class MemoryCgroups:
         try:
             os.rename(name, spare)
         except OSError:
-            self.remove(path)
+            self.remove(Path(name))
             return
         spares.append(spare)
 
@@ -164,7 +164,7 @@ class MemoryCgroups:
                     return False
         except (OSError, ValueError):
             return False
-        return not self.oom_killed(Path(path))
+        return not self.oom_killed(path)
 
     def _drop_spares(self) -> None:
         """Remove the spares this process keeps (before it exits)."""
@@ -174,7 +174,7 @@ class MemoryCgroups:
                 with contextlib.suppress(OSError):
                     os.rmdir(spare)
 
-    def oom_killed(self, path: Path | None) -> bool:
+    def oom_killed(self, path: Path | str | None) -> bool:
         if path is None:
             return False
         name = "memory.events" if self.v2 else "memory.oom_control"
