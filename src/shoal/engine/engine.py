@@ -18,6 +18,14 @@ fit (more than any of its compute environments holds) stays RUNNABLE with a
 MISCONFIGURATION reason and does not block the jobs behind it. Lower-priority
 queues may use capacity a blocked higher-priority queue cannot.
 
+Streams of short jobs are pipelined: on a full compute environment whose
+recent attempts averaged under _FOLLOW_BELOW_MS, a job may be placed behind a
+running attempt on its slot (`_to_follow`), and an executor that can
+(`Follower`: the process executor's launcher) starts it the moment that
+attempt ends, without the round trip through this loop. It holds no capacity
+until its predecessor's exit is recorded (`_hand_over`); one that waits
+_FOLLOW_WAIT_SECONDS is called off and RUNNABLE again (`_withdrawn`).
+
 Every state change is a compare-and-set in the store, committed before the
 next step, so a job is never started twice for one attempt: an attempt is
 recorded STARTING before it launches, and after a restart the executor
