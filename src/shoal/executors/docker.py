@@ -113,6 +113,7 @@ class DockerExecutor:
             ) from None
         try:
             container = self._create(spec.image, kwargs)
+            began = time.time_ns() // 1_000_000  # it starts within `start`
             container.start()
         except LaunchError:
             raise
@@ -125,6 +126,7 @@ class DockerExecutor:
             "container": container.id,
             "group": spec.log_group,
             "stream": spec.log_stream,
+            "startedAt": began,
         }
 
     def _create(self, image: str, kwargs: dict[str, Any]) -> Any:
@@ -215,12 +217,13 @@ class DockerExecutor:
                 reason="CannotInspectContainerError: the container is gone",
                 status_reason=f"Host EC2 (instance {os.uname().nodename}) terminated.",
             )
-        code, oom = result
+        code, oom, finished = result
         if oom:
-            return Exit(exit_code=code or 137, reason=OOM_REASON)
-        return Exit(exit_code=code)
+            return Exit(exit_code=code or 137, reason=OOM_REASON, ended_at=finished)
+        return Exit(exit_code=code, ended_at=finished)
 
-    def _wait(self, container_id: str) -> tuple[int, bool]:
+    def _wait(self, container_id: str) -> tuple[int, bool, int | None]:
+        """Exit code, OOM-killed, and when it finished (epoch ms, if dockerd says)."""
         container = self.client.containers.get(container_id)
         status = container.wait()
         container.reload()
@@ -232,7 +235,10 @@ class DockerExecutor:
             time.sleep(0.05)
             container.reload()
             oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
-        return code, oom
+        finished: int | None = None
+        with contextlib.suppress(ValueError, TypeError):
+            finished = _ms(str(container.attrs.get("State", {}).get("FinishedAt") or ""))
+        return code, oom, finished if finished is not None and finished > 0 else None
 
     def _pump(self, handle: Handle) -> None:
         """Follow the container's output into the log store until it ends, a
