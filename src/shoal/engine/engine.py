@@ -132,6 +132,7 @@ class Attempt:
     stop_reason: str | None = None  # set by timeout or TerminateJob
     terminated: bool = False  # by TerminateJob
     retryable: bool = True
+    # Its timeout's; before it launches, for one waiting on a slot, its call-off.
     timer: asyncio.TimerHandle | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
     # (queue, shareIdentifier, decay ms) of a job of a fair-share queue: its
@@ -463,10 +464,10 @@ class Engine:
                 if exits:
                     # Their capacity is free for this same pass (or their
                     # successors' now).
-                    for attempt, _, started_at in exits:
+                    for attempt, exit_, started_at in exits:
                         self._hand_over(attempt, moved)
                         if started_at is not None:
-                            self._ran(attempt.ce, now - started_at)
+                            self._ran(attempt.ce, (exit_.ended_at or now) - started_at)
                     freed = True
                     self._epoch += 1
                 more = False
@@ -968,10 +969,9 @@ class Engine:
         """An attempt has waited on its slot too long (or its job was
         terminated meanwhile): withdraw its launch, if it has not begun."""
         attempt.timer = None
-        if attempt.handle is None and not attempt.held and not attempt.over:
-            executor = attempt.executor
-            if isinstance(executor, Follower):
-                executor.withdraw(attempt.task_id)
+        waiting = attempt.handle is None and not attempt.held and not attempt.over
+        if waiting and self._follower(attempt.executor):
+            cast(Follower, attempt.executor).withdraw(attempt.task_id)
 
     def _gang(self, executor: Executor, job_id: str, spec: Json, ce: str) -> Executor:
         """The executor of one attempt: a multinode job's runs its nodes through
@@ -1204,17 +1204,16 @@ class Engine:
             launched.append((job, attempt, spec))
         if not launched:
             return
-        # RUNNING is recorded with the next batch of exits, in one transaction:
-        # a job that ends at once costs one commit for both.
+        # RUNNING is recorded once a launch is _MARK_SECONDS old, or with its
+        # exit if that comes first (then the job is written once).
         now = self.ctx.clock.now_ms()
         marked_at = asyncio.get_running_loop().time()
         for job, attempt, spec in launched:
             # When it began, as seen where it runs (if the executor says), so
             # that startedAt and stoppedAt of jobs on one slot never overlap.
-            began = (attempt.handle or {}).get("startedAt")
-            if not isinstance(began, int) or not attempt.placed_at <= began <= now:
-                began = now  # (a node whose clock is off)
-            started_at = began
+            started_at = (attempt.handle or {}).get("startedAt")
+            if not isinstance(started_at, int) or not attempt.placed_at <= started_at <= now:
+                started_at = now  # (a node whose clock is off)
             attempt.marked_at = marked_at
             self.metrics.attempt_launched(attempt.placed_at, started_at)
             self._marks.append((job, attempt, spec, started_at))
@@ -1522,7 +1521,7 @@ class Engine:
                     self._launch_spec(job, attempt, number), job.runtime.get("home")
                 )
                 if attempt.handle is None:
-                    self._requeue(job)
+                    self._requeue(job.job_id, task_id)
                     continue
                 self._mark_running(job, attempt, now)
                 started_at = now
@@ -1556,7 +1555,7 @@ class Engine:
         if self._attempts.get(attempt.job_id) is attempt:
             del self._attempts[attempt.job_id]
         try:
-            self._write_withdrawn(attempt)
+            self._requeue(attempt.job_id, attempt.task_id, attempt.before)
         except Exception:
             log.exception("recording job %s as RUNNABLE again failed; retrying", attempt.job_id)
             asyncio.get_running_loop().call_later(0.5, self._withdrawn, attempt)
@@ -1565,50 +1564,35 @@ class Engine:
         self._new_jobs = True
         self._request_cycle()
 
-    def _write_withdrawn(self, attempt: Attempt) -> None:
+    def _requeue(self, job_id: str, task_id: str, before: Json | None = None) -> None:
+        """A STARTING attempt that never launched: the job goes back to
+        RUNNABLE as it was before that placement (`before`: its runtime then;
+        else the attempt's own fields are taken off), or FAILED if TerminateJob
+        was accepted meanwhile. Nothing, if the job has moved on."""
         now = self.ctx.clock.now_ms()
         with self.ctx.store.transaction() as tx:
-            job = tx.get_jobs([attempt.job_id]).get(attempt.job_id)
-            if (
-                job is not None
-                and job.status is JobStatus.STARTING
-                and job.runtime.get("taskId") == attempt.task_id
-                and attempt.before is not None
-            ):
-                # As it was before this placement (the attempt never was).
-                after = dataclasses.replace(job, status=JobStatus.RUNNABLE, runtime=attempt.before)
-                if job.terminate_requested:  # accepted meanwhile: it never runs
-                    after = dataclasses.replace(
-                        after,
-                        status=JobStatus.FAILED,
-                        status_reason=job.terminate_requested,
-                        stopped_at=now,
-                        is_terminated=True,
-                    )
-                tx.update_job(after, JobStatus.STARTING)
-                if after.status.terminal:
-                    self._pending.ended(after)
-
-    def _requeue(self, job: Job) -> None:
-        """A STARTING attempt that never launched: the same attempt goes back to RUNNABLE."""
-        runtime = dict(job.runtime)
-        runtime["attemptNumber"] = int(runtime.get("attemptNumber", 1)) - 1
-        for key in ("taskId", "ce", "executor", "handle", "home"):
-            runtime.pop(key, None)
-        if job.terminate_requested:
-            # TerminateJob was accepted while it was STARTING: it never runs.
-            after = dataclasses.replace(
-                job,
-                status=JobStatus.FAILED,
-                status_reason=job.terminate_requested,
-                stopped_at=self.ctx.clock.now_ms(),
-                is_terminated=True,
-                runtime=runtime,
-            )
-        else:
-            after = dataclasses.replace(job, status=JobStatus.RUNNABLE, runtime=runtime)
-        with self.ctx.store.transaction() as tx:
+            job = tx.get_jobs([job_id]).get(job_id)
+            if job is None or job.status is not JobStatus.STARTING:
+                return
+            if job.runtime.get("taskId") != task_id:
+                return
+            if before is None:
+                before = dict(job.runtime)
+                before["attemptNumber"] = int(before.get("attemptNumber", 1)) - 1
+                for key in ("taskId", "ce", "executor", "handle", "home"):
+                    before.pop(key, None)
+            after = dataclasses.replace(job, status=JobStatus.RUNNABLE, runtime=before)
+            if job.terminate_requested:  # it never runs
+                after = dataclasses.replace(
+                    after,
+                    status=JobStatus.FAILED,
+                    status_reason=job.terminate_requested,
+                    stopped_at=now,
+                    is_terminated=True,
+                )
             tx.update_job(after, JobStatus.STARTING)
+            if after.status.terminal:
+                self._pending.ended(after)
 
     def _mark_running(self, job: Job, attempt: Attempt, now: int) -> None:
         handle = attempt.handle or {}

@@ -12,7 +12,7 @@ message is one JSON object). Server to launcher: `{"op": "launch", ...a
 LaunchRequest}` or `{"op": "clean", "tasks": [[task, cgroup], ...]}`. Launcher to server,
 for each launch: `{"task", "pid", "cgroup", "start"}` (the pid and start time
 name the process: see `attempt_files.same_start`), or `{"task", "error"}`;
-and `{"exited": [[task, code], ...], "launched": [answers]}` (below).
+and `{"exited": [[task, code, epoch ms], ...], "launched": [answers]}` (below).
 
 A launch may name an attempt it comes `after` (one of ours, on the slot the
 engine gives the new one): it waits here until that attempt has been reaped,
@@ -25,9 +25,10 @@ The launcher is the parent of the attempts it spawns (no per-attempt
 supervisor: that `sh` doubled the cost of a short job). It reaps each, kills
 what the job left in its process group, writes `<task>.exit` and sends the
 exit (with the answers of what waited for it). It is also the subreaper of
-what jobs leave behind. When the server's end closes, it stops launching and stays until its
-attempts have ended, so their exits are recorded for the next server; if it
-is killed, its attempts are adopted by the server (see `process.py`).
+what jobs leave behind. When the server's end closes, it stops launching and
+stays until its attempts have ended, so their exits are recorded for the next
+server; if it is killed, its attempts are adopted by the server (see
+`process.py`).
 """
 
 from __future__ import annotations
@@ -344,6 +345,16 @@ def _serve(sock: socket.socket, files: AttemptFiles) -> None:
     previous = signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes select
     connected = True
     cleanup_deadline = float("inf")
+
+    def lose_server() -> None:
+        # Clean up for a moment more, not for as long as a backlog of
+        # thousands takes: the next start sweeps what is left. What waited
+        # never starts: the next server queues those jobs again.
+        nonlocal connected, cleanup_deadline
+        connected = False
+        cleanup_deadline = time.monotonic() + _CLEANUP_ON_EXIT_SECONDS
+        waiting.clear()
+
     try:
         while True:
             if not connected:
@@ -371,9 +382,7 @@ def _serve(sock: socket.socket, files: AttemptFiles) -> None:
                     try:
                         sock.send(orjson.dumps({"exited": exited, "launched": answers}))
                     except OSError:
-                        connected = False
-                        cleanup_deadline = time.monotonic() + _CLEANUP_ON_EXIT_SECONDS
-                        waiting.clear()
+                        lose_server()
             if not ready:
                 for _ in range(min(len(cleanups), 16)):
                     task, cgroup = cleanups.popleft()
@@ -389,12 +398,7 @@ def _serve(sock: socket.socket, files: AttemptFiles) -> None:
             except OSError:  # a killed server's end may reset rather than close
                 data = b""
             if not data:
-                # The server is going. Clean up for a moment more, not for as
-                # long as a backlog of thousands takes: the next start sweeps
-                # what is left.
-                connected = False
-                cleanup_deadline = time.monotonic() + _CLEANUP_ON_EXIT_SECONDS
-                waiting.clear()  # never started: the next server queues them again
+                lose_server()
                 continue
             message = orjson.loads(data)
             if message.get("op") == "clean":
@@ -402,9 +406,7 @@ def _serve(sock: socket.socket, files: AttemptFiles) -> None:
                 continue
             if message.get("op") == "withdraw":
                 if not _withdraw(sock, waiting, message["task"]):
-                    connected = False
-                    cleanup_deadline = time.monotonic() + _CLEANUP_ON_EXIT_SECONDS
-                    waiting.clear()
+                    lose_server()
                 continue
             after = message.get("after")
             queued = {m["task"] for m in waiting.values()} if waiting else set()
@@ -414,9 +416,7 @@ def _serve(sock: socket.socket, files: AttemptFiles) -> None:
                 waiting[after] = message
                 continue
             if not _launch(sock, files, children, message):
-                connected = False
-                cleanup_deadline = time.monotonic() + _CLEANUP_ON_EXIT_SECONDS
-                waiting.clear()
+                lose_server()
     finally:
         if files.cgroups is not None:
             files.cgroups.close()  # its spares, and the parent if that leaves it empty

@@ -60,8 +60,8 @@ _EXIT_FILE_WAIT_SECONDS = 5.0
 # After a launcher's death, how often the server reaps what its jobs left.
 _ORPHAN_REAP_SECONDS = 1.0
 # How long an attempt of a launcher that is dying may take to become our child.
-_UNRAN_KEPT = 4096  # attempts remembered as having left a slot's line unrun
 _ADOPTION_SECONDS = 5.0
+_UNRAN_KEPT = 4096  # attempts remembered as having left a slot's line unrun
 _READ_CHUNK = 1024 * 1024
 
 
