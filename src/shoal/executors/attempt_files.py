@@ -158,6 +158,7 @@ class AttemptFiles:
         self.cgroups = cgroups
         # Where a direct spawn comes back to after joining a job's cgroup.
         self.home_cgroup = own_cgroup_procs(cgroups)
+        self._home_fd = -1  # its cgroup.procs, opened once: a path lookup in cgroupfs per launch
         self._root, self._run = str(root), str(run)  # paths built per attempt
         self._pool = root / ".pool"
         self._pool.mkdir(parents=True, exist_ok=True)
@@ -320,8 +321,7 @@ class AttemptFiles:
             finally:
                 os.chdir(self.root)
                 if joined:
-                    assert self.home_cgroup is not None
-                    _join(self.home_cgroup)
+                    self._go_home()
             # Written before anything else can happen to the attempt: a server
             # that finds the claim empty knows the launcher died within these
             # few microseconds.
@@ -341,6 +341,13 @@ class AttemptFiles:
             "cgroup": str(cgroup) if cgroup else None,
             "start": start,
         }
+
+    def _go_home(self) -> None:
+        """Back into the cgroup this process started in."""
+        assert self.home_cgroup is not None
+        if self._home_fd < 0:
+            self._home_fd = os.open(self.home_cgroup, os.O_WRONLY | os.O_CLOEXEC)
+        os.write(self._home_fd, b"0")
 
     def _which(self, name: str, path: str) -> str | None:
         """`shutil.which`, remembered for a moment: a PATH search is a stat

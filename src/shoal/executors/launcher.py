@@ -58,12 +58,15 @@ from shoal.logs.store import LogStore
 log = logging.getLogger("shoal.executors.launcher")
 
 _MAX_MESSAGE = 1 << 20
+# Messages are read into one buffer per side: `recv(1 MiB)` would map and
+# unmap a fresh megabyte for every message (three system calls each).
 # How long a launcher whose server is stopping goes on cleaning up; how long
 # a stopping server waits for a launcher with no jobs left to leave; and how
 # long it may block handing over its last requests (the launcher may itself be
 # blocked telling us of exits we no longer read: then those requests are lost,
 # as in a crash, and the next server recovers their attempts).
 _CLEANUP_ON_EXIT_SECONDS = 1.0
+_CLEANUP_BACKLOG = 32  # finished attempts left to clean up before a busy launcher cleans too
 _EXIT_WAIT_SECONDS = 3.0
 _LAST_SEND_SECONDS = 2.0
 _PR_SET_CHILD_SUBREAPER = 36
@@ -98,6 +101,7 @@ class Launcher:
         self._exits: dict[str, asyncio.Future[int]] = {}
         self._ended_at: dict[str, int] = {}
         self._loop = asyncio.get_running_loop()
+        self._buffer = bytearray(_MAX_MESSAGE)
         self._loop.add_reader(self.sock.fileno(), self._on_readable)
         self.alive = True
 
@@ -158,17 +162,18 @@ class Launcher:
         self._loop.remove_writer(self.sock.fileno())
 
     def _on_readable(self) -> None:
+        view = memoryview(self._buffer)
         while True:
             try:
-                data = self.sock.recv(_MAX_MESSAGE, socket.MSG_DONTWAIT)
+                size = self.sock.recv_into(view, 0, socket.MSG_DONTWAIT)
             except BlockingIOError:
                 return
             except OSError:
-                data = b""
-            if not data:
+                size = 0
+            if not size:
                 self._lost()
                 return
-            message = orjson.loads(data)
+            message = orjson.loads(view[:size])
             if "exited" in message:
                 # With the answers of the launches that waited for them.
                 for answer in message.get("launched", ()):
@@ -345,6 +350,7 @@ def _serve(sock: socket.socket, files: AttemptFiles) -> None:
     previous = signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes select
     connected = True
     cleanup_deadline = float("inf")
+    view = memoryview(bytearray(_MAX_MESSAGE))
 
     def lose_server() -> None:
         # Clean up for a moment more, not for as long as a backlog of
@@ -383,24 +389,30 @@ def _serve(sock: socket.socket, files: AttemptFiles) -> None:
                         sock.send(orjson.dumps({"exited": exited, "launched": answers}))
                     except OSError:
                         lose_server()
-            if not ready:
-                for _ in range(min(len(cleanups), 16)):
+            # Clean-ups wait for a quiet moment, but not for ever: under a
+            # steady stream there is none, and a backlog holds cgroups (of
+            # which the kernel has at most 65535) while the launches make new
+            # ones instead of reusing them.
+            backlog = len(cleanups) - _CLEANUP_BACKLOG
+            if not ready or backlog > 0:
+                for _ in range(min(len(cleanups), 16 if not ready else min(backlog, 2))):
                     task, cgroup = cleanups.popleft()
                     try:
                         files.clean(task, cgroup)
                     except OSError:
                         log.exception("cleaning up after %s failed", task)
+            if not ready:
                 continue
             if sock.fileno() not in ready:
                 continue
             try:
-                data = sock.recv(_MAX_MESSAGE)
+                size = sock.recv_into(view)
             except OSError:  # a killed server's end may reset rather than close
-                data = b""
-            if not data:
+                size = 0
+            if not size:
                 lose_server()
                 continue
-            message = orjson.loads(data)
+            message = orjson.loads(view[:size])
             if message.get("op") == "clean":
                 cleanups.extend((task, cgroup) for task, cgroup in message["tasks"])
                 continue
