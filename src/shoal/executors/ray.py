@@ -154,7 +154,7 @@ class RayExecutor:
                 ray.cloudpickle.register_pickle_by_value(module)  # type: ignore[no-untyped-call]
             options: dict[str, Any] = {
                 "address": address,
-                "namespace": "shoal",
+                "namespace": ray_remote.NAMESPACE,
                 "log_to_driver": False,
                 "logging_level": logging.WARNING,
             }
@@ -193,7 +193,7 @@ class RayExecutor:
             ray.remote(ray_remote.Dispatcher)
             .options(
                 name=name,
-                namespace="shoal",
+                namespace=ray_remote.NAMESPACE,
                 lifetime="detached",
                 get_if_exists=True,
                 num_cpus=0,

@@ -52,7 +52,8 @@ import ray
 
 from shoal.executors.cgroups import MemoryCgroups
 
-PROTOCOL = 5  # part of the dispatcher's name: a new protocol gets a new dispatcher
+PROTOCOL = 6  # part of the dispatcher's name: a new protocol gets a new dispatcher
+NAMESPACE = "shoal"  # the Ray namespace of the dispatchers' names
 
 # The watchdog's grandchild (`sh -c WATCHDOG sh GROUPS_FILE`): on SIGHUP, its
 # parent (and so the Ray worker) is gone: kill every listed process group,
@@ -94,6 +95,28 @@ def _die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
+class DispatcherRef:
+    """How a task reaches its dispatcher: by name, looked up once per worker
+    process and only when needed (a job still running after _QUIET_START,
+    or printing). A handle passed with every task was registered by each
+    task's worker, and logged there, and dropped again."""
+
+    _handles: dict[tuple[str, str], Any] = {}  # per worker process
+
+    def __init__(self, name: str, namespace: str, incarnation: str) -> None:
+        self.name = name
+        self.namespace = namespace
+        self.incarnation = incarnation  # a new dispatcher of the same name is looked up anew
+
+    def handle(self) -> Any:
+        key = (self.name, self.incarnation)
+        found = DispatcherRef._handles.get(key)
+        if found is None:
+            found = ray.get_actor(self.name, namespace=self.namespace)
+            DispatcherRef._handles = {key: found}  # the one this worker's tasks use now
+        return found
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -111,7 +134,9 @@ class _Watchdog:
             return
         if shutil.which("setpriv") is None:
             return  # util-linux before 2.33: no way to outlive the kill
-        cls.path = Path(tempfile.gettempdir()) / f"shoal-ray-groups-{os.getpid()}"
+        # In memory where the node has it: the list is rewritten twice per job.
+        where = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+        cls.path = Path(where) / f"shoal-ray-groups-{os.getpid()}"
         cls._write()
         cls.proc = subprocess.Popen(
             ["sh", "-c", WATCHDOG_PARENT, WATCHDOG, str(cls.path)],
@@ -136,9 +161,13 @@ class _Watchdog:
     def _write(cls) -> None:
         if cls.path is None:
             return
-        tmp = cls.path.with_suffix(".tmp")
-        tmp.write_text("".join(f"{g}\n" for g in cls.groups))
-        tmp.replace(cls.path)
+        path = str(cls.path)
+        fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, "".join(f"{g}\n" for g in cls.groups).encode())
+        finally:
+            os.close(fd)
+        os.rename(path + ".tmp", path)
 
 
 class _Cgroups:
@@ -156,7 +185,7 @@ class _Cgroups:
 
 
 def run_attempt(
-    dispatcher: Any,
+    dispatcher: DispatcherRef,
     task_id: str,
     command: list[str],
     environment: dict[str, str],
@@ -180,7 +209,7 @@ def run_attempt(
         )
     path = environment.get("PATH", os.defpath)
     relative = bool(command) and "/" in command[0] and not os.path.isabs(command[0])
-    if not command or (not relative and shutil.which(command[0], path=path) is None):
+    if not command or (not relative and _which(command[0], path) is None):
         # Said before the cgroup wrapper would turn it into exit code 127.
         what = command[0] if command else "(no command)"
         return {
@@ -188,7 +217,7 @@ def run_attempt(
             "ip": ip,
             "error": f'exec: "{what}": executable file not found in $PATH',
         }
-    workdir = tempfile.mkdtemp(prefix=f"shoal-{task_id}-")
+    workdir = _make_workdir(task_id)
     cgroups = _Cgroups.get() if memory_mib else None
     cgroup = cgroups.create(task_id, memory_mib) if cgroups and memory_mib else None
     argv = ["sh", "-c", JOIN_CGROUP, str(cgroup), *command] if cgroup else command
@@ -206,7 +235,7 @@ def run_attempt(
             start_new_session=True,
         )
     except OSError as e:
-        shutil.rmtree(workdir, ignore_errors=True)
+        _drop_workdir(workdir)
         if cgroups is not None:
             cgroups.release(cgroup)
         return {"node": node_id, "ip": ip, "error": f"{command[0]}: {e.strerror or e}"}
@@ -227,7 +256,7 @@ def run_attempt(
         done.set()
         sender.close()
         _Watchdog.remove(proc.pid)
-        shutil.rmtree(workdir, ignore_errors=True)
+        _drop_workdir(workdir)
     if code < 0:
         code = 128 - code  # killed by a signal: as a shell reports it
     oom = cgroups is not None and cgroups.oom_killed(cgroup)
@@ -237,8 +266,45 @@ def run_attempt(
     return {"node": node_id, "ip": ip, "code": code, "oom": oom, "at": began, "ended_at": ended}
 
 
+_which_cache: dict[tuple[str, str], tuple[str, float]] = {}
+
+
+def _which(name: str, path: str) -> str | None:
+    """`shutil.which`, remembered for a second (a PATH scan per job costs
+    more than the rest of its checks); a remembered answer is checked with
+    one access() before use."""
+    key = (name, path)
+    now = time.monotonic()
+    cached = _which_cache.get(key)
+    if cached is not None and now - cached[1] < 1.0 and os.access(cached[0], os.X_OK):
+        return cached[0]
+    found = shutil.which(name, path=path)
+    if found is not None:
+        _which_cache[key] = (found, now)
+    return found
+
+
+def _make_workdir(task_id: str) -> str:
+    """The attempt's own empty working directory (task ids are unique; a
+    leftover of the same attempt, from a worker that died, is emptied first)."""
+    workdir = os.path.join(tempfile.gettempdir(), f"shoal-{task_id}")
+    try:
+        os.mkdir(workdir, 0o700)
+    except FileExistsError:
+        shutil.rmtree(workdir, ignore_errors=True)
+        os.mkdir(workdir, 0o700)
+    return workdir
+
+
+def _drop_workdir(workdir: str) -> None:
+    try:
+        os.rmdir(workdir)  # what most jobs leave: nothing
+    except OSError:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def _watch(
-    dispatcher: Any,
+    dispatcher: DispatcherRef,
     task_id: str,
     info: dict[str, Any],
     proc: subprocess.Popen[bytes],
@@ -255,7 +321,7 @@ def _watch(
     if done.wait(_QUIET_START):
         return
     try:
-        grace = ray.get(dispatcher.watch.remote(task_id, info))
+        grace = ray.get(dispatcher.handle().watch.remote(task_id, info))
     except Exception:
         return  # the dispatcher is gone: so is the owner of this task
     if grace is None or done.is_set():
@@ -294,7 +360,7 @@ def _docker_error(result: subprocess.CompletedProcess[str]) -> str:
 
 
 def _run_container(
-    dispatcher: Any,
+    dispatcher: DispatcherRef,
     task_id: str,
     where: dict[str, Any],
     command: list[str],
@@ -350,7 +416,7 @@ def _run_container(
 
 
 def _follow_container(
-    dispatcher: Any, task_id: str, where: dict[str, Any], name: str
+    dispatcher: DispatcherRef, task_id: str, where: dict[str, Any], name: str
 ) -> dict[str, Any]:
     # Started, then followed: a command the runtime cannot exec fails here,
     # before the attempt is said to run (`docker start --attach` would only
@@ -404,7 +470,7 @@ class _Sender:
     """Batches output lines to the dispatcher from a thread of its own; the
     job waits (its pipe fills) while too much is unsent."""
 
-    def __init__(self, dispatcher: Any, task_id: str) -> None:
+    def __init__(self, dispatcher: DispatcherRef, task_id: str) -> None:
         self._dispatcher = dispatcher
         self._task_id = task_id
         self._lines: list[tuple[int, str]] = []
@@ -443,7 +509,7 @@ class _Sender:
                 self._cond.notify_all()
             if batch:
                 with contextlib.suppress(Exception):
-                    ray.get(self._dispatcher.output.remote(self._task_id, batch))
+                    ray.get(self._dispatcher.handle().output.remote(self._task_id, batch))
             if closed and not batch:
                 return
 
@@ -477,7 +543,8 @@ class Dispatcher:
         # Made once: each new remote function is exported to the cluster anew.
         self.task = ray.remote(run_attempt)
         self.shapes: dict[tuple[float, float, int], Any] = {}
-        self.me = ray.get_runtime_context().current_actor
+        name = ray.get_runtime_context().get_actor_name() or ""
+        self.me = DispatcherRef(name, NAMESPACE, self.incarnation)
         self._changed = asyncio.Event()
 
     def _notify(self) -> None:
