@@ -95,26 +95,24 @@ def _die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-class DispatcherRef:
-    """How a task reaches its dispatcher: by name, looked up once per worker
-    process and only when needed (a job still running after _QUIET_START,
-    or printing). A handle passed with every task was registered by each
-    task's worker, and logged there, and dropped again."""
+# How a task reaches its dispatcher: (name, namespace, incarnation), looked up
+# once per worker process and only when needed (a job still running after
+# _QUIET_START, or printing). An actor handle passed with every task was
+# registered (and logged) by each task's worker and dropped again; and a tuple,
+# unlike an object of a class of this module (shipped by value), is pickled
+# without its class.
+DispatcherRef = tuple[str, str, str]
+_handles: dict[DispatcherRef, Any] = {}  # per worker process
 
-    _handles: dict[tuple[str, str], Any] = {}  # per worker process
 
-    def __init__(self, name: str, namespace: str, incarnation: str) -> None:
-        self.name = name
-        self.namespace = namespace
-        self.incarnation = incarnation  # a new dispatcher of the same name is looked up anew
-
-    def handle(self) -> Any:
-        key = (self.name, self.incarnation)
-        found = DispatcherRef._handles.get(key)
-        if found is None:
-            found = ray.get_actor(self.name, namespace=self.namespace)
-            DispatcherRef._handles = {key: found}  # the one this worker's tasks use now
-        return found
+def _dispatcher(ref: DispatcherRef) -> Any:
+    found = _handles.get(ref)
+    if found is None:
+        name, namespace, _ = ref  # a new dispatcher of the same name is looked up anew
+        found = ray.get_actor(name, namespace=namespace)
+        _handles.clear()  # the one this worker's tasks use now
+        _handles[ref] = found
+    return found
 
 
 def _now_ms() -> int:
@@ -321,7 +319,7 @@ def _watch(
     if done.wait(_QUIET_START):
         return
     try:
-        grace = ray.get(dispatcher.handle().watch.remote(task_id, info))
+        grace = ray.get(_dispatcher(dispatcher).watch.remote(task_id, info))
     except Exception:
         return  # the dispatcher is gone: so is the owner of this task
     if grace is None or done.is_set():
@@ -509,7 +507,7 @@ class _Sender:
                 self._cond.notify_all()
             if batch:
                 with contextlib.suppress(Exception):
-                    ray.get(self._dispatcher.handle().output.remote(self._task_id, batch))
+                    ray.get(_dispatcher(self._dispatcher).output.remote(self._task_id, batch))
             if closed and not batch:
                 return
 
@@ -544,7 +542,7 @@ class Dispatcher:
         self.task = ray.remote(run_attempt)
         self.shapes: dict[tuple[float, float, int], Any] = {}
         name = ray.get_runtime_context().get_actor_name() or ""
-        self.me = DispatcherRef(name, NAMESPACE, self.incarnation)
+        self.me: DispatcherRef = (name, NAMESPACE, self.incarnation)
         self._changed = asyncio.Event()
 
     def _notify(self) -> None:
