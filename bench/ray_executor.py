@@ -8,7 +8,9 @@ two workers with 2 CPUs each: tests/ray_support.py) and prints
 - throughput of JOBS `true` commands as bare Ray tasks (num_cpus=1, each
   running the command in a subprocess, all submitted at once), and as jobs
   through shoal on an UNMANAGED ray compute environment (submitted over the
-  wire, run to SUCCEEDED), with their ratio (target: at least 0.70);
+  wire, run to SUCCEEDED), with their ratio (target: at least 0.70): three
+  rounds of each, interleaved, each after a warm-up of its own; the best
+  round of each;
 - the same jobs through shoal's process executor on this host, 4 vCPUs of
   capacity, for comparison;
 - start latency on an idle cluster, p50 and p99: for bare Ray from
@@ -128,9 +130,12 @@ def main() -> None:
     args = parser.parse_args()
     jobs, samples = (60, 10) if args.quick else (args.jobs, args.samples)
 
-    # Two drivers (this one, and shoal's) share the workers' slots: let each
-    # keep its idle workers rather than kill and restart them at every turn.
-    cluster = RayCluster(workers=2, cpus=2, env={"RAY_num_workers_soft_limit": "16"})
+    # Ray's default worker pool (idle workers kept up to the node's CPUs). A
+    # larger pool (RAY_num_workers_soft_limit=16, tried before) kept some 60
+    # idle workers whose background work doubled shoal's worker CPU per job;
+    # instead each measured round follows a warm-up of its own driver, which
+    # takes the restarts of workers that switching drivers costs.
+    cluster = RayCluster(workers=2, cpus=2)
     tmp = Path(tempfile.mkdtemp(prefix="shoal-bench-"))
     shoal = None
     try:
@@ -150,8 +155,11 @@ def main() -> None:
         # Interleaved, so that drift of this shared machine hits both alike;
         # the best round of each.
         bare, ours = [], []
+        warm = max(jobs // 5, 20)
         for _ in range(3):
+            bare_rate(warm)
             bare.append(bare_rate(jobs))
+            shoal_rate(shoal, "ray", warm)
             ours.append(shoal_rate(shoal, "ray", jobs))
         bare_r, ours_r = max(bare), max(ours)
         process_r = shoal_rate(shoal, "proc", jobs)
@@ -165,7 +173,9 @@ def main() -> None:
             f"same jobs on shoal's process executor (4 vCPUs on this host): "
             f"{process_r:.1f} jobs/s; shoal on Ray / process {ours_r / process_r:.2f}"
         )
+        bare_rate(warm)
         bare_l = bare_latency(samples)
+        shoal_rate(shoal, "ray", warm)
         ours_l = latency(shoal, samples, queue="ray", definition="ray")
         print(
             f"start latency, idle, {samples} samples: bare Ray .remote()-to-running "
