@@ -320,6 +320,48 @@ def test_a_stopping_launcher_does_not_wait_for_its_whole_clean_up_backlog() -> N
     assert files.cleaned == [t for t, _ in tasks[: len(files.cleaned)]]  # oldest first
 
 
+class PeekingCleanups:
+    """Stands in for AttemptFiles in the launcher's loop: records, for each
+    clean-up, whether a message from the server was waiting meanwhile."""
+
+    cgroups = None
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.busy: list[bool] = []
+
+    def clean(self, task: str, cgroup: str | None) -> None:
+        try:
+            waiting = bool(self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        except BlockingIOError:
+            waiting = False
+        self.busy.append(waiting)
+
+
+def test_a_busy_launcher_cleans_up_once_the_backlog_is_long() -> None:
+    # Clean-ups wait for a quiet moment, but a steady stream of jobs has
+    # none: past the backlog the launcher cleans up between messages too,
+    # so that finished attempts' cgroups and directories do not pile up.
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    files = PeekingCleanups(theirs)
+    backlog = launcher._CLEANUP_BACKLOG
+    tasks = [[f"t{i}", None] for i in range(backlog + 20)]
+    ours.send(orjson.dumps({"op": "clean", "tasks": tasks}))
+    queued = 0
+    ours.setblocking(False)
+    with contextlib.suppress(BlockingIOError):
+        while queued < 50:  # messages that keep it busy (withdraws of nothing)
+            ours.send(orjson.dumps({"op": "withdraw", "task": f"none{queued}"}))
+            queued += 1
+    assert queued >= 3, "the socket holds too few messages for this test"
+    ours.close()  # after what was sent: the launcher reads it all, then leaves
+    launcher._serve(theirs, files)  # type: ignore[arg-type]
+    theirs.close()
+    assert len(files.busy) == len(tasks)  # all cleaned before it left
+    # Cleaned with messages waiting: two per message while over the backlog.
+    assert sum(files.busy) >= min(2 * (queued - 1), len(tasks) - backlog), files.busy
+
+
 def test_a_start_sweeps_files_an_attempt_left_behind(tmp_path: Path, servers: list[Server]) -> None:
     # What a stop left uncleaned (or a crash between recording an exit and
     # cleaning up) goes when the engine starts: no job owns it.
