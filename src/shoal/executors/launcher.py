@@ -338,8 +338,9 @@ def _become_subreaper() -> None:
 
 
 def _serve(sock: socket.socket, files: AttemptFiles) -> None:
-    """Launches at once; exits as they happen; clean-ups when no launch is
-    waiting. When the server goes, the launcher stays for the attempts it
+    """Launches at once; exits as they happen; clean-ups when no message is
+    waiting, and two per message while more than _CLEANUP_BACKLOG are due.
+    When the server goes, the launcher stays for the attempts it
     runs (recording their exits in files) and leaves when the last ends."""
     cleanups: collections.deque[tuple[str, str | None]] = collections.deque()
     children = _Children(files)
