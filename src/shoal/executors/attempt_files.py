@@ -30,6 +30,7 @@ from typing import NotRequired, TypedDict
 
 from shoal.executors.base import LaunchError
 from shoal.executors.cgroups import MemoryCgroups
+from shoal.executors.which import CachedWhich
 from shoal.logs.store import LogStore
 
 # The supervisor of each attempt the server launches itself (when it has no
@@ -53,7 +54,6 @@ echo $? > "$r.exit"
 _POOL_SIZE = 256  # emptied working directories kept for reuse
 # How long a PATH lookup is remembered (a program put earlier in the PATH is
 # seen after at most this long).
-_WHICH_SECONDS = 1.0
 
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -164,7 +164,7 @@ class AttemptFiles:
         self._pool.mkdir(parents=True, exist_ok=True)
         self._spare = [entry.name for entry in os.scandir(self._pool)]
         self._pool_serial = max((int(n) for n in self._spare if n.isdigit()), default=0)
-        self._which_cache: dict[tuple[str, str], tuple[str, float]] = {}
+        self._which = CachedWhich()
 
     def base(self, task: str) -> str:
         """Prefix of the attempt's files in the run directory."""
@@ -348,25 +348,6 @@ class AttemptFiles:
         if self._home_fd < 0:
             self._home_fd = os.open(self.home_cgroup, os.O_WRONLY | os.O_CLOEXEC)
         os.write(self._home_fd, b"0")
-
-    def _which(self, name: str, path: str) -> str | None:
-        """`shutil.which`, remembered for a moment: a PATH search is a stat
-        per directory, on the path of every launch, and most jobs run the same
-        few programs. A remembered answer is checked with one access()."""
-        now = time.monotonic()
-        key = (name, path)
-        cached = self._which_cache.get(key)
-        fresh = cached is not None and now - cached[1] < _WHICH_SECONDS
-        if fresh and cached is not None and os.access(cached[0], os.X_OK):
-            return cached[0]
-        found = shutil.which(name, path=path)
-        if found is None:
-            self._which_cache.pop(key, None)
-        else:
-            if len(self._which_cache) >= 1024:
-                self._which_cache.clear()
-            self._which_cache[key] = (found, now)
-        return found
 
     def _make_workdir(self, path: str) -> None:
         if os.path.lexists(path):

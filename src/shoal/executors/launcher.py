@@ -57,9 +57,9 @@ from shoal.logs.store import LogStore
 
 log = logging.getLogger("shoal.executors.launcher")
 
+# Messages are read into one buffer of this size per side: `recv(1 MiB)`
+# would map and unmap a fresh megabyte for every message (three system calls).
 _MAX_MESSAGE = 1 << 20
-# Messages are read into one buffer per side: `recv(1 MiB)` would map and
-# unmap a fresh megabyte for every message (three system calls each).
 # How long a launcher whose server is stopping goes on cleaning up; how long
 # a stopping server waits for a launcher with no jobs left to leave; and how
 # long it may block handing over its last requests (the launcher may itself be
@@ -394,14 +394,13 @@ def _serve(sock: socket.socket, files: AttemptFiles) -> None:
             # steady stream there is none, and a backlog holds cgroups (of
             # which the kernel has at most 65535) while the launches make new
             # ones instead of reusing them.
-            backlog = len(cleanups) - _CLEANUP_BACKLOG
-            if not ready or backlog > 0:
-                for _ in range(min(len(cleanups), 16 if not ready else min(backlog, 2))):
-                    task, cgroup = cleanups.popleft()
-                    try:
-                        files.clean(task, cgroup)
-                    except OSError:
-                        log.exception("cleaning up after %s failed", task)
+            due = 16 if not ready else min(len(cleanups) - _CLEANUP_BACKLOG, 2)
+            for _ in range(min(len(cleanups), due)):
+                task, cgroup = cleanups.popleft()
+                try:
+                    files.clean(task, cgroup)
+                except OSError:
+                    log.exception("cleaning up after %s failed", task)
             if not ready:
                 continue
             if sock.fileno() not in ready:

@@ -147,10 +147,10 @@ class RayExecutor:
                 self._error = "Ray is not installed with this shoal (pip install 'shoal[ray]')"
                 raise LaunchError(f"CannotStartContainerError: {self._error}") from e
 
-            from shoal.executors import cgroups, ray_remote
+            from shoal.executors import cgroups, ray_remote, which
 
             # Shipped by value: the cluster's nodes need not have shoal installed.
-            for module in (ray_remote, cgroups):
+            for module in (ray_remote, cgroups, which):
                 ray.cloudpickle.register_pickle_by_value(module)  # type: ignore[no-untyped-call]
             options: dict[str, Any] = {
                 "address": address,

@@ -2,7 +2,7 @@
 
 It is shipped to the cluster by value (cloudpickle), so the cluster's nodes
 need Ray and nothing of shoal: this module imports only the standard
-library, ray, and `cgroups` (shipped by value too).
+library, ray, `cgroups` and `which` (shipped by value too).
 
 Two parts:
 - `Dispatcher`, a detached actor (one per shoal installation and cluster).
@@ -51,6 +51,7 @@ from typing import Any
 import ray
 
 from shoal.executors.cgroups import MemoryCgroups
+from shoal.executors.which import CachedWhich
 
 PROTOCOL = 6  # part of the dispatcher's name: a new protocol gets a new dispatcher
 NAMESPACE = "shoal"  # the Ray namespace of the dispatchers' names
@@ -264,33 +265,14 @@ def run_attempt(
     return {"node": node_id, "ip": ip, "code": code, "oom": oom, "at": began, "ended_at": ended}
 
 
-_which_cache: dict[tuple[str, str], tuple[str, float]] = {}
-
-
-def _which(name: str, path: str) -> str | None:
-    """`shutil.which`, remembered for a second (a PATH scan per job costs
-    more than the rest of its checks); a remembered answer is checked with
-    one access() before use."""
-    key = (name, path)
-    now = time.monotonic()
-    cached = _which_cache.get(key)
-    if cached is not None and now - cached[1] < 1.0 and os.access(cached[0], os.X_OK):
-        return cached[0]
-    found = shutil.which(name, path=path)
-    if found is not None:
-        _which_cache[key] = (found, now)
-    return found
+_which = CachedWhich()  # per worker process
 
 
 def _make_workdir(task_id: str) -> str:
-    """The attempt's own empty working directory (task ids are unique; a
-    leftover of the same attempt, from a worker that died, is emptied first)."""
+    """The attempt's own empty working directory, named by its task id
+    (unique, and never run twice: Ray's retries are off)."""
     workdir = os.path.join(tempfile.gettempdir(), f"shoal-{task_id}")
-    try:
-        os.mkdir(workdir, 0o700)
-    except FileExistsError:
-        shutil.rmtree(workdir, ignore_errors=True)
-        os.mkdir(workdir, 0o700)
+    os.mkdir(workdir, 0o700)
     return workdir
 
 
