@@ -15,6 +15,12 @@ Two parts:
   memory cgroup), streams its output lines (timestamped on the node) to the
   dispatcher, obeys stop requests (SIGTERM, grace, SIGKILL to the group) and
   returns the exit status.
+- `run_batch`, the task of a stream of short attempts of one shape: runs
+  them one after another in the resources the task holds, each as
+  `run_attempt` would, and yields each result as it ends (a Ray streaming
+  generator). Ray itself runs tasks of one shape in turn on a leased worker;
+  a batch does the same with one task's overhead for several attempts,
+  which for jobs of a few milliseconds is most of their cost.
 
 Calls per attempt are few, since they are most of its cost: shoal's launch
 (answered once the task runs), the task's one `watch` call (saying where it
@@ -34,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import contextlib
 import ctypes
 import json
@@ -41,19 +48,21 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import ray
 
 from shoal.executors.cgroups import MemoryCgroups
 from shoal.executors.which import CachedWhich
 
-PROTOCOL = 6  # part of the dispatcher's name: a new protocol gets a new dispatcher
+PROTOCOL = 7  # part of the dispatcher's name: a new protocol gets a new dispatcher
 NAMESPACE = "shoal"  # the Ray namespace of the dispatchers' names
 
 # The watchdog's grandchild (`sh -c WATCHDOG sh GROUPS_FILE`): on SIGHUP, its
@@ -88,6 +97,18 @@ _FLUSH_SECONDS = 0.1  # output lines are sent this often while a job prints
 _QUIET_START = 0.05  # a job ending this soon reports where it ran with its result
 _MAX_BATCH = 1 << 20  # or when this many bytes are waiting
 _HELD_LIMIT = 8 << 20  # per attempt, output the dispatcher holds before the job waits
+# Batches. Attempts of a shape are batched while that shape's recent attempts
+# averaged under _SHORT_MS (an exponential moving average over their run
+# times); a batch takes at most _BATCH_ATTEMPTS, and starts none later than
+# _BATCH_SPAN seconds after its own start (the dispatcher submits the rest
+# again), so that a long job met in a stream of short ones holds back the
+# attempts behind it for no longer than that.
+_SHORT_MS = 50.0
+_BATCH_ATTEMPTS = 8
+_BATCH_SPAN = 0.5
+_RESULTS_GAP = 0.01  # seconds a batch holds a result to send it with the next ones
+_SPAN_WEIGHT = 0.2  # of the newest run time in the moving average
+_RESOURCES_TTL = 2.0  # seconds the cluster's resources are taken as known
 
 
 def _die_with_parent() -> None:
@@ -103,16 +124,35 @@ def _die_with_parent() -> None:
 # unlike an object of a class of this module (shipped by value), is pickled
 # without its class.
 DispatcherRef = tuple[str, str, str]
-_handles: dict[DispatcherRef, Any] = {}  # per worker process
+
+_T = TypeVar("_T")
+
+
+def _worker_state(key: str, make: Callable[[], _T]) -> _T:
+    """One per Ray worker process: its watchdog, memory cgroups, attempt
+    thread, dispatcher handle and PATH cache.
+
+    Kept on `sys`, not in this module's globals or class attributes: the
+    module is shipped by value, and each of its functions a worker unpickles
+    (`run_attempt`, `run_batch`) brings its own copy of the globals and sets
+    the classes' attributes back to their pickled values, which would start
+    a second watchdog and orphan the first, and end the thread that started
+    it (whose death, by the parent-death signal, fires it)."""
+    state: dict[str, Any] = sys.__dict__.setdefault("_shoal_ray_worker", {})
+    if key not in state:
+        state[key] = make()
+    found: _T = state[key]
+    return found
 
 
 def _dispatcher(ref: DispatcherRef) -> Any:
-    found = _handles.get(ref)
+    handles = _worker_state("handles", dict[DispatcherRef, Any])
+    found = handles.get(ref)
     if found is None:
         name, namespace, _ = ref  # a new dispatcher of the same name is looked up anew
         found = ray.get_actor(name, namespace=namespace)
-        _handles.clear()  # the one this worker's tasks use now
-        _handles[ref] = found
+        handles.clear()  # the one this worker's tasks use now
+        handles[ref] = found
     return found
 
 
@@ -121,24 +161,32 @@ def _now_ms() -> int:
 
 
 class _Watchdog:
-    """This worker process's watchdog and the file of its jobs' process groups."""
+    """This worker process's watchdog and the file of its jobs' process
+    groups (one per process: `_Watchdog.get()`)."""
 
-    proc: subprocess.Popen[bytes] | None = None
-    path: Path | None = None
-    groups: set[int | str] = set()  # process group ids, and container names
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.path: Path | None = None
+        self.groups: set[int | str] = set()  # process group ids, and container names
 
-    @classmethod
-    def ensure(cls) -> None:
-        if cls.proc is not None and cls.proc.poll() is None:
+    @staticmethod
+    def get() -> _Watchdog:
+        return _worker_state("watchdog", _Watchdog)
+
+    def ensure(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
             return
         if shutil.which("setpriv") is None:
             return  # util-linux before 2.33: no way to outlive the kill
         # In memory where the node has it: the list is rewritten twice per job.
         where = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
-        cls.path = Path(where) / f"shoal-ray-groups-{os.getpid()}"
-        cls._write()
-        cls.proc = subprocess.Popen(
-            ["sh", "-c", WATCHDOG_PARENT, WATCHDOG, str(cls.path)],
+        self.path = Path(where) / f"shoal-ray-groups-{os.getpid()}"
+        self._write()
+        # The parent-death signal follows the thread that starts the
+        # watchdog: attempts run on the task's thread or on the worker's one
+        # attempt thread, both as long-lived as the worker.
+        self.proc = subprocess.Popen(
+            ["sh", "-c", WATCHDOG_PARENT, WATCHDOG, str(self.path)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -146,41 +194,31 @@ class _Watchdog:
             preexec_fn=_die_with_parent,
         )
 
-    @classmethod
-    def add(cls, *items: int | str) -> None:
-        cls.groups.update(items)
-        cls._write()
+    def add(self, *items: int | str) -> None:
+        self.groups.update(items)
+        self._write()
 
-    @classmethod
-    def remove(cls, *items: int | str) -> None:
-        cls.groups.difference_update(items)
-        cls._write()
+    def remove(self, *items: int | str) -> None:
+        self.groups.difference_update(items)
+        self._write()
 
-    @classmethod
-    def _write(cls) -> None:
-        if cls.path is None:
+    def _write(self) -> None:
+        if self.path is None:
             return
-        path = str(cls.path)
+        path = str(self.path)
         fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            os.write(fd, "".join(f"{g}\n" for g in cls.groups).encode())
+            os.write(fd, "".join(f"{g}\n" for g in self.groups).encode())
         finally:
             os.close(fd)
         os.rename(path + ".tmp", path)
 
 
-class _Cgroups:
+def _cgroups() -> MemoryCgroups:
     """This worker process's memory cgroups (one object, so that emptied
     cgroups are reused by its next attempts; its spares are removed by the
     next worker to start on the node once it is gone)."""
-
-    cgroups: MemoryCgroups | None = None
-
-    @classmethod
-    def get(cls) -> MemoryCgroups:
-        if cls.cgroups is None:
-            cls.cgroups = MemoryCgroups("shoal-ray", sweep=False)
-        return cls.cgroups
+    return _worker_state("cgroups", lambda: MemoryCgroups("shoal-ray", sweep=False))
 
 
 def run_attempt(
@@ -200,7 +238,8 @@ def run_attempt(
     docker), the command runs in a container on the node instead."""
     node_id = ray.get_runtime_context().get_node_id()
     ip = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
-    _Watchdog.ensure()
+    watchdog = _Watchdog.get()
+    watchdog.ensure()
     if container is not None:
         where = {"node": node_id, "ip": ip}
         return _run_container(
@@ -208,7 +247,8 @@ def run_attempt(
         )
     path = environment.get("PATH", os.defpath)
     relative = bool(command) and "/" in command[0] and not os.path.isabs(command[0])
-    if not command or (not relative and _which(command[0], path) is None):
+    which = _worker_state("which", CachedWhich)
+    if not command or (not relative and which(command[0], path) is None):
         # Said before the cgroup wrapper would turn it into exit code 127.
         what = command[0] if command else "(no command)"
         return {
@@ -217,7 +257,7 @@ def run_attempt(
             "error": f'exec: "{what}": executable file not found in $PATH',
         }
     workdir = _make_workdir(task_id)
-    cgroups = _Cgroups.get() if memory_mib else None
+    cgroups = _cgroups() if memory_mib else None
     cgroup = cgroups.create(task_id, memory_mib) if cgroups and memory_mib else None
     argv = ["sh", "-c", JOIN_CGROUP, str(cgroup), *command] if cgroup else command
     # As seen on the node: the attempt's startedAt (taken before the spawn,
@@ -238,7 +278,7 @@ def run_attempt(
         if cgroups is not None:
             cgroups.release(cgroup)
         return {"node": node_id, "ip": ip, "error": f"{command[0]}: {e.strerror or e}"}
-    _Watchdog.add(proc.pid)
+    watchdog.add(proc.pid)
     done = threading.Event()
     info = {"node": node_id, "ip": ip, "pid": proc.pid, "at": began}
     watcher = threading.Thread(
@@ -254,7 +294,7 @@ def run_attempt(
     finally:
         done.set()
         sender.close()
-        _Watchdog.remove(proc.pid)
+        watchdog.remove(proc.pid)
         _drop_workdir(workdir)
     if code < 0:
         code = 128 - code  # killed by a signal: as a shell reports it
@@ -265,7 +305,53 @@ def run_attempt(
     return {"node": node_id, "ip": ip, "code": code, "oom": oom, "at": began, "ended_at": ended}
 
 
-_which = CachedWhich()  # per worker process
+Attempt = tuple[str, list[str], dict[str, str], "int | None"]  # task id, command, env, MiB
+
+
+def run_batch(dispatcher: DispatcherRef, attempts: list[Attempt]) -> Iterator[list[dict[str, Any]]]:
+    """The Ray task of a batch of short attempts of one shape (a streaming
+    generator): the attempts' results as `run_attempt` gives them, in order,
+    a few at a time. Each item reaching the dispatcher costs it about as much
+    as a short job, so results are held for up to _RESULTS_GAP and go
+    together (an attempt runs on a thread of its own meanwhile, so that a
+    long one holds back none of the results before it).
+
+    It starts no attempt after the first once it has run for _BATCH_SPAN, or
+    once its raylet is gone (the worker's parent changed): it ends, and the
+    dispatcher, having had no result for the rest, submits them again."""
+    raylet = os.getppid()
+    began = time.monotonic()
+    held: list[dict[str, Any]] = []
+    held_since = 0.0
+    for i, (task_id, command, environment, memory_mib) in enumerate(attempts):
+        if i and (time.monotonic() - began > _BATCH_SPAN or os.getppid() != raylet):
+            break
+        running = _runner().submit(
+            run_attempt, dispatcher, task_id, command, environment, memory_mib
+        )
+        while held:
+            wait = held_since + _RESULTS_GAP - time.monotonic()
+            try:
+                running.result(timeout=max(wait, 0.0))
+                break
+            except concurrent.futures.TimeoutError:
+                yield held
+                held = []
+        if not held:
+            held_since = time.monotonic()
+        held.append(running.result())
+        if time.monotonic() - held_since >= _RESULTS_GAP:
+            yield held
+            held = []
+    if held:
+        yield held
+
+
+def _runner() -> concurrent.futures.ThreadPoolExecutor:
+    """This worker process's thread for a batch's attempts."""
+    return _worker_state(
+        "runner", lambda: concurrent.futures.ThreadPoolExecutor(1, "shoal-attempt")
+    )
 
 
 def _make_workdir(task_id: str) -> str:
@@ -387,12 +473,12 @@ def _run_container(
     if created.returncode != 0:
         _docker("rm", "--force", name)
         return {**where, "error": f"CannotStartContainerError: {_docker_error(created)}"}
-    _Watchdog.add(name)
+    _Watchdog.get().add(name)
     try:
         return _follow_container(dispatcher, task_id, where, name)
     finally:
         _docker("rm", "--force", name)
-        _Watchdog.remove(name)
+        _Watchdog.get().remove(name)
 
 
 def _follow_container(
@@ -412,7 +498,7 @@ def _follow_container(
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    _Watchdog.add(proc.pid)
+    _Watchdog.get().add(proc.pid)
     done = threading.Event()
     info = {**where, "pid": proc.pid, "container": name, "at": began}
     watcher = threading.Thread(
@@ -428,7 +514,7 @@ def _follow_container(
     finally:
         done.set()
         sender.close()
-        _Watchdog.remove(proc.pid)
+        _Watchdog.get().remove(proc.pid)
     inspected = _docker("inspect", "--format", "{{json .State}}", name)
     if inspected.returncode != 0:
         return {**where, "error": f"CannotInspectContainerError: {_docker_error(inspected)}"}
@@ -510,6 +596,7 @@ class _Run:
         self.stop_grace: float | None = None
         self.stop_or_end = asyncio.Event()  # a stop was requested, or the attempt ended
         self.group: str | None = None
+        self.queued = False  # waiting in the dispatcher for a batch or a task
 
 
 class Dispatcher:
@@ -522,7 +609,19 @@ class Dispatcher:
         self.groups: dict[str, tuple[Any, set[str]]] = {}  # placement groups of multi-node jobs
         # Made once: each new remote function is exported to the cluster anew.
         self.task = ray.remote(run_attempt)
-        self.shapes: dict[tuple[float, float, int], Any] = {}
+        self.batch = ray.remote(run_batch)
+        self.shapes: dict[Shape, Any] = {}
+        self.batch_shapes: dict[Shape, Any] = {}
+        # Plain attempts (no container, no placement group) by shape: those
+        # waiting here, and the tasks and batches of each shape in Ray.
+        self.queued: dict[Shape, collections.deque[tuple[str, _Run, dict[str, Any]]]] = {}
+        self.in_ray: collections.Counter[Shape] = collections.Counter()
+        self.run_ms: dict[Shape, float] = {}  # moving average of attempts' run times
+        self.resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
+        self.resources_at = time.monotonic()
+        self.reading_resources = False
+        # What became of plain attempts, for `counts`.
+        self.counted: collections.Counter[str] = collections.Counter()
         name = ray.get_runtime_context().get_actor_name() or ""
         self.me: DispatcherRef = (name, NAMESPACE, self.incarnation)
         self._changed = asyncio.Event()
@@ -536,6 +635,7 @@ class Dispatcher:
     async def submit(self, requests: list[tuple[str, dict[str, Any]]]) -> None:
         """Submit attempts (each once: a task id seen before is ignored).
         Where each runs, or why it did not start, comes through `poll`."""
+        shapes: set[Shape] = set()
         for task_id, request in requests:
             if task_id in self.runs:
                 continue
@@ -546,32 +646,105 @@ class Dispatcher:
                 run.exit = {"lost": run.info["error"]}
                 run.began.set()
                 continue
-            asyncio.get_running_loop().create_task(self._submit(task_id, run, request))
+            if request.get("group") is not None or request.get("container") is not None:
+                asyncio.get_running_loop().create_task(self._submit(task_id, run, request))
+                continue
+            shape = _shape(request)
+            run.queued = True
+            self.queued.setdefault(shape, collections.deque()).append((task_id, run, request))
+            shapes.add(shape)
+        for shape in shapes:
+            self._release(shape)
         self._notify()
+
+    def _release(self, shape: Shape) -> None:
+        """Send queued plain attempts of `shape` to Ray: each as a task of
+        its own while the shape's attempts run long; while they are short,
+        in batches, with as many in Ray as the cluster runs at once and a
+        quarter more (so that most that end are followed at once on their
+        worker), the rest waiting here and making the next batches longer."""
+        queue = self.queued.get(shape)
+        if not queue:
+            return
+        short = self.run_ms.get(shape, _SHORT_MS) < _SHORT_MS
+        width = self._width(shape)
+        limit = width + -(-width // 4)  # a quarter more, rounded up
+        while queue and (not short or self.in_ray[shape] < limit):
+            take = 1
+            if short:
+                room = limit - self.in_ray[shape]
+                take = min(_BATCH_ATTEMPTS, len(queue), -(-len(queue) // room))
+            items = [queue.popleft() for _ in range(take)]
+            for _, run, _ in items:
+                run.queued = False
+            self.in_ray[shape] += 1
+            self.counted["tasks" if take == 1 else "batches"] += 1
+            self.counted["batched"] += take if take > 1 else 0
+            try:
+                if take == 1:
+                    task_id, run, request = items[0]
+                    self._submit_plain(task_id, run, request, shape)
+                else:
+                    self._submit_batch(items, shape)
+            except Exception as e:  # e.g. arguments that do not pickle
+                self.in_ray[shape] -= 1
+                for _, run, _ in items:
+                    self._end(run, {"lost": f"{type(e).__name__}: {e}"[:500]})
+
+    def _width(self, shape: Shape) -> int:
+        """How many attempts of `shape` the whole cluster runs at once (at
+        least one; the cluster's resources are read again when stale)."""
+        if time.monotonic() - self.resources_at > _RESOURCES_TTL and not self.reading_resources:
+            self.reading_resources = True
+            asyncio.get_running_loop().create_task(self._read_resources())
+        cpus, gpus, memory = shape
+        fits = [1 << 10]
+        for need, have in ((cpus, "CPU"), (gpus, "GPU"), (memory, "memory")):
+            if need > 0:
+                fits.append(int(self.resources.get(have, 0.0) // need))
+        return max(1, min(fits))
+
+    async def _read_resources(self) -> None:
+        try:
+            self.resources = await asyncio.to_thread(ray.cluster_resources)
+        finally:
+            self.resources_at = time.monotonic()
+            self.reading_resources = False
+        for shape in list(self.queued):
+            self._release(shape)
+
+    def _submit_plain(self, task_id: str, run: _Run, request: dict[str, Any], shape: Shape) -> None:
+        remote = self.shapes.get(shape)
+        if remote is None:
+            # One remote function per resource shape: options are costly to
+            # apply per call, and jobs of a queue mostly share one shape.
+            remote = self.shapes[shape] = self.task.options(**_options(shape))
+        run.ref = remote.remote(
+            self.me, task_id, request["command"], request["environment"], request.get("memory_mib")
+        )
+        asyncio.get_running_loop().create_task(self._follow(run, shape))
+
+    def _submit_batch(self, items: list[tuple[str, _Run, dict[str, Any]]], shape: Shape) -> None:
+        remote = self.batch_shapes.get(shape)
+        if remote is None:
+            options = {**_options(shape), "num_returns": "streaming"}
+            remote = self.batch_shapes[shape] = self.batch.options(**options)
+        attempts = [
+            (task_id, r["command"], r["environment"], r.get("memory_mib"))
+            for task_id, _, r in items
+        ]
+        results = remote.remote(self.me, attempts)
+        asyncio.get_running_loop().create_task(self._follow_batch(items, results, shape))
 
     async def _submit(self, task_id: str, run: _Run, request: dict[str, Any]) -> None:
         try:
             await self._submit_task(task_id, run, request)
         except Exception as e:
-            run.info = {"error": f"{type(e).__name__}: {e}"[:500]}
-            run.exit = {"lost": run.info["error"]}
-            run.began.set()
-            self._notify()
+            self._end(run, {"lost": f"{type(e).__name__}: {e}"[:500]})
 
     async def _submit_task(self, task_id: str, run: _Run, request: dict[str, Any]) -> None:
-        shape = (request["num_cpus"], request["num_gpus"], request.get("memory") or 0)
-        options: dict[str, Any] = {
-            "num_cpus": shape[0],
-            "num_gpus": shape[1],
-            "memory": shape[2] or None,
-            "max_retries": 0,
-            "retry_exceptions": False,
-        }
-        remote = self.shapes.get(shape)
-        if remote is None:
-            # One remote function per resource shape: options are costly to
-            # apply per call, and jobs of a queue mostly share one shape.
-            remote = self.shapes[shape] = self.task.options(**options)
+        """An attempt with a container or of a multi-node job, as a task of its own."""
+        options = _options(_shape(request))
         group = request.get("group")
         if group is not None:
             pg = await self._placement_group(group, request["bundles"])
@@ -582,11 +755,8 @@ class Dispatcher:
             )
             self.groups[group][1].add(task_id)
             run.group = group
-        me = self.me
-        if group is not None:  # a placement of its own: options for this task alone
-            remote = self.task.options(**options)
-        run.ref = remote.remote(
-            me,
+        run.ref = self.task.options(**options).remote(
+            self.me,
             task_id,
             request["command"],
             request["environment"],
@@ -664,8 +834,13 @@ class Dispatcher:
         run = self.runs.get(task_id)
         if run is None or run.exit is not None:
             return
-        if run.info is None:
-            # Not started yet: it never will.
+        if run.queued:  # still here: it never starts
+            self._unqueue(task_id)
+            self._end(run, {"cancelled": True})
+            return
+        if run.info is None and run.ref is not None:
+            # Not started yet: it never will. (One in a batch may yet start:
+            # it is then stopped as a running one is.)
             ray.cancel(run.ref, force=False)
         if run.stop_grace is None:
             run.stop_grace = grace
@@ -697,6 +872,12 @@ class Dispatcher:
     async def identity(self) -> str:
         return self.incarnation
 
+    async def counts(self) -> dict[str, int]:
+        """How plain attempts went to Ray: `tasks` of their own, `batches`
+        and the attempts in them (`batched`), and attempts a batch ended
+        without starting (`again`, submitted again)."""
+        return dict(self.counted)
+
     # -- called by the tasks --------------------------------------------------
     async def watch(self, task_id: str, info: dict[str, Any]) -> float | None:
         """The task says where it runs, then waits here: the grace period
@@ -723,28 +904,81 @@ class Dispatcher:
             await run.room.wait()
 
     # -- inside ---------------------------------------------------------------
-    async def _follow(self, run: _Run) -> None:
+    async def _follow(self, run: _Run, shape: Shape | None = None) -> None:
         """Until the task ends: its result is the attempt's exit."""
         try:
             result = await run.ref
         except Exception as e:
-            run.exit = await self._lost(run, e)
+            self._end(run, await self._lost(run, e))
         else:
-            if "error" in result:
-                run.info = result
-                run.exit = {"lost": result["error"]}
-            else:
-                run.exit = result
-                run.info = run.info or {
-                    "node": result["node"],
-                    "ip": result["ip"],
-                    "at": result.get("at"),
-                }
+            self._finish(run, result, shape)
+        finally:
+            if shape is not None:
+                self.in_ray[shape] -= 1
+                self._release(shape)
+
+    async def _follow_batch(
+        self, items: list[tuple[str, _Run, dict[str, Any]]], results: Any, shape: Shape
+    ) -> None:
+        """Until the batch ends: each result is an attempt's exit. Attempts
+        it did not start are queued again, ahead of the rest."""
+        where: dict[str, Any] | None = None  # the batch's node, once a result says
+        done = 0
+        try:
+            async for ref in results:
+                for result in await ref:
+                    where = where or {"node": result.get("node"), "ip": result.get("ip")}
+                    self._finish(items[done][1], result, shape)
+                    done += 1
+        except Exception as e:
+            rest = [run for _, run, _ in items[done:]]
+            for run in rest:
+                run.info = run.info or where
+            ended = await self._lost(rest[0], e) if rest else {}
+            for run in rest:
+                self._end(run, ended)
+        else:
+            again = collections.deque[tuple[str, _Run, dict[str, Any]]]()
+            for task_id, run, request in items[done:]:
+                if run.stop_grace is not None:
+                    self._end(run, {"cancelled": True})
+                else:
+                    run.queued = True
+                    again.append((task_id, run, request))
+            self.counted["again"] += len(again)
+            queue = self.queued.setdefault(shape, collections.deque())
+            queue.extendleft(reversed(again))
+        finally:
+            self.in_ray[shape] -= 1
+            self._release(shape)
+
+    def _finish(self, run: _Run, result: dict[str, Any], shape: Shape | None) -> None:
+        """An attempt's task gave its result."""
+        if "error" in result:
+            run.info = result
+            self._end(run, {"lost": result["error"]})
+            return
+        run.info = run.info or {"node": result["node"], "ip": result["ip"], "at": result.get("at")}
+        if shape is not None and isinstance(result.get("at"), int):
+            ms = float(result["ended_at"] - result["at"])
+            last = self.run_ms.get(shape)
+            self.run_ms[shape] = ms if last is None else last + _SPAN_WEIGHT * (ms - last)
+        self._end(run, result)
+
+    def _end(self, run: _Run, exit_: dict[str, Any]) -> None:
+        run.exit = exit_
         if not run.began.is_set():
-            run.info = run.info or {"error": run.exit.get("lost") or "did not start"}
+            run.info = run.info or {"error": exit_.get("lost") or "did not start"}
             run.began.set()
         run.stop_or_end.set()
         self._notify()
+
+    def _unqueue(self, task_id: str) -> None:
+        for queue in self.queued.values():
+            for item in queue:
+                if item[0] == task_id:
+                    queue.remove(item)
+                    return
 
     async def _lost(self, run: _Run, error: Exception) -> dict[str, Any]:
         """How an attempt whose task failed ended: its node died, or it did."""
@@ -764,6 +998,23 @@ class Dispatcher:
         if entry is None or not entry["Alive"]:
             return False
         return not await asyncio.to_thread(_raylet_gone, entry)
+
+
+Shape = tuple[float, float, int]  # num_cpus, num_gpus, memory (bytes)
+
+
+def _shape(request: dict[str, Any]) -> Shape:
+    return (request["num_cpus"], request["num_gpus"], request.get("memory") or 0)
+
+
+def _options(shape: Shape) -> dict[str, Any]:
+    return {
+        "num_cpus": shape[0],
+        "num_gpus": shape[1],
+        "memory": shape[2] or None,
+        "max_retries": 0,
+        "retry_exceptions": False,
+    }
 
 
 def _raylet_gone(node: dict[str, Any]) -> bool:

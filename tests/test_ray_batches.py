@@ -1,0 +1,260 @@
+"""Batches on the ray executor, on a real three-node Ray cluster on loopback.
+
+While a shape's attempts run short, the dispatcher sends them to Ray a few
+at a time in one streaming task (`run_batch`), which runs them one after
+another and sends their results a few at a time. These tests drive that
+task and a dispatcher of their own directly from this process (a Ray
+driver for the module), and a stream of jobs through a shoal server."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Server
+from engine_support import job_log, sh, shutdown, start_engine_server, wait_until
+from ray_support import HEAD_IP, RayCluster, in_ray_group, needs_ray, ray_cluster  # noqa: F401
+from test_ray_executor import ray_queue
+
+pytestmark = [needs_ray, in_ray_group]
+
+ENV = {"PATH": "/usr/bin:/bin"}
+NAMESPACE = "shoal-test-batches"
+# run_attempt looks its dispatcher up only for a job that prints or runs past
+# 50 ms, and carries on when there is none.
+NOBODY = ("no-such-dispatcher", NAMESPACE, "none")
+
+
+@pytest.fixture(scope="module")
+def ray(ray_cluster: RayCluster) -> Iterator[Any]:  # noqa: F811
+    import ray as ray_module
+
+    from shoal.executors import cgroups, ray_remote, which
+
+    for module in (ray_remote, cgroups, which):
+        ray_module.cloudpickle.register_pickle_by_value(module)
+    ray_module.init(
+        address=ray_cluster.address,
+        _node_ip_address=HEAD_IP,
+        namespace=NAMESPACE,
+        log_to_driver=False,
+        logging_level=logging.WARNING,
+    )
+    yield ray_module
+    ray_module.shutdown()
+
+
+def attempt(command: list[str]) -> dict[str, Any]:
+    return {"command": command, "environment": ENV, "num_cpus": 1, "num_gpus": 0}
+
+
+def dispatcher(ray: Any) -> Any:
+    from shoal.executors import ray_remote
+
+    handle = (
+        ray.remote(ray_remote.Dispatcher)
+        .options(
+            name=f"test-{uuid.uuid4().hex[:8]}",
+            namespace=ray_remote.NAMESPACE,
+            num_cpus=0,
+            max_concurrency=1000,
+        )
+        .remote()
+    )
+    ray.get(handle.identity.remote())
+    return handle
+
+
+def run_all(ray: Any, d: Any, requests: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Submit, then poll until every attempt has ended: their exits."""
+    ray.get(d.submit.remote(requests))
+    return collect(ray, d, [task for task, _ in requests])
+
+
+def collect(ray: Any, d: Any, tasks: list[str]) -> dict[str, Any]:
+    exits: dict[str, Any] = {}
+    interest = {task: [0, False] for task in tasks}
+    deadline = time.monotonic() + 120
+    while interest:
+        assert time.monotonic() < deadline, f"no exit for {sorted(interest)[:3]}"
+        news = ray.get(d.poll.remote(interest, 1.0))
+        for task, item in news.items():
+            if "exit" in item:
+                exits[task] = item["exit"]
+                del interest[task]
+            elif "info" in item:
+                interest[task][1] = True
+    return exits
+
+
+def prime(ray: Any, d: Any) -> None:
+    """Short attempts first: the dispatcher batches a shape once its
+    attempts are known to run short."""
+    run_all(ray, d, [(f"prime-{i}-{uuid.uuid4().hex[:6]}", attempt(["true"])) for i in range(4)])
+
+
+def test_a_batch_sends_a_result_before_a_long_attempt_ends_and_starts_none_past_its_span(
+    ray: Any, tmp_path: Path
+) -> None:
+    from shoal.executors import ray_remote
+
+    batch = ray.remote(ray_remote.run_batch).options(
+        num_returns="streaming", num_cpus=1, max_retries=0
+    )
+    late = tmp_path / "late"
+    attempts = [
+        ("quick", ["sh", "-c", "exit 3"], ENV, None),
+        ("long", ["sleep", "0.8"], ENV, None),
+        ("late", ["touch", str(late)], ENV, None),  # due after the batch's span
+    ]
+    arrivals: list[tuple[float, list[dict[str, Any]]]] = []
+    for ref in batch.remote(NOBODY, attempts):
+        arrivals.append((time.monotonic(), ray.get(ref)))
+    assert [[r["code"] for r in results] for _, results in arrivals] == [[3], [0]]
+    quick, long = arrivals[0][1][0], arrivals[1][1][0]
+    assert long["ended_at"] - long["at"] >= 800
+    # The quick one's result came while the long one ran, not with it.
+    assert arrivals[1][0] - arrivals[0][0] >= 0.5
+    assert quick["ended_at"] <= long["at"]
+    # The batch ended without starting the attempt past its span: the
+    # dispatcher, which had no result for it, submits it again.
+    assert not late.exists()
+
+
+def test_a_dispatcher_batches_short_attempts_runs_each_once_and_resubmits_those_not_started(
+    ray: Any, tmp_path: Path
+) -> None:
+    d = dispatcher(ray)
+    prime(ray, d)
+    # Twelve at once: more than the two nodes' four CPUs (plus one) take
+    # one by one, so the first go three to a batch: a long one, then two
+    # that its batch will not start, being past its span by then.
+    marks = [tmp_path / f"ran-{i}" for i in range(12)]
+    requests = [
+        (f"a{i}", attempt(sh(f"{'sleep 0.8; ' if i == 0 else ''}echo ran >> {mark}")))
+        for i, mark in enumerate(marks)
+    ]
+    exits = run_all(ray, d, requests)
+    assert {task: e.get("code") for task, e in exits.items()} == {t: 0 for t, _ in requests}, exits
+    # Each ran once, those its batch did not start included.
+    assert [m.read_text() for m in marks] == ["ran\n"] * 12
+    counts = ray.get(d.counts.remote())
+    assert counts["batches"] >= 1, counts
+    assert counts["again"] >= 2, counts
+
+
+def test_a_stopped_attempt_still_waiting_in_the_dispatcher_never_runs(
+    ray: Any, tmp_path: Path
+) -> None:
+    d = dispatcher(ray)
+    prime(ray, d)
+    # Sixty at once: five batches of eight go to Ray, the rest wait.
+    marks = [tmp_path / f"ran-{i}" for i in range(60)]
+    requests = [(f"s{i}", attempt(["touch", str(mark)])) for i, mark in enumerate(marks)]
+    ray.get(d.submit.remote(requests))
+    ray.get(d.stop.remote("s59", 1.0))
+    exits = collect(ray, d, [task for task, _ in requests])
+    assert exits["s59"] == {"cancelled": True}
+    assert not marks[59].exists()
+    assert all(exits[f"s{i}"].get("code") == 0 for i in range(59)), exits
+    assert all(mark.exists() for mark in marks[:59])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start_engine_server(tmp_path_factory.mktemp("ray-batches"))
+    yield srv
+    shutdown(srv)
+
+
+def test_a_stream_of_short_jobs_runs_in_batches_each_job_once_with_its_own_result(
+    ray: Any,
+    server: Server,
+    ray_cluster: RayCluster,  # noqa: F811
+) -> None:
+    batch = server.client("batch")
+    logs = server.client("logs")
+    env = ray_queue(batch, ray_cluster.address, managed_vcpus=None)
+    jobs = {}
+    for n in range(80):
+        jobs[n] = batch.submit_job(
+            jobName=f"short-{n}",
+            jobQueue=env["queue"],
+            jobDefinition=env["definition"],
+            containerOverrides={
+                "command": sh('echo "job $N"; exit $((N % 3))'),
+                "environment": [{"name": "N", "value": str(n)}],
+            },
+        )["jobId"]
+
+    def finished() -> list[dict[str, Any]] | None:
+        found: list[dict[str, Any]] = []
+        ids = list(jobs.values())
+        for i in range(0, len(ids), 100):
+            found += batch.describe_jobs(jobs=ids[i : i + 100])["jobs"]
+        done = all(j["status"] in ("SUCCEEDED", "FAILED") for j in found)
+        return found if done else None
+
+    details = {d["jobId"]: d for d in wait_until(finished, timeout=180, what="jobs to end")}
+    for n, job_id in jobs.items():
+        detail = details[job_id]
+        assert detail["status"] == ("SUCCEEDED" if n % 3 == 0 else "FAILED"), detail
+        assert len(detail["attempts"]) == 1
+        assert detail["container"]["exitCode"] == n % 3
+        assert job_log(logs, detail) == [f"job {n}"]
+    # Through the server's own dispatcher (one per store, named for it).
+    installation = hashlib.sha1(str(server.data_dir.resolve()).encode()).hexdigest()[:12]
+    from shoal.executors import ray_remote
+
+    name = f"shoal-dispatcher-{installation}-v{ray_remote.PROTOCOL}"
+    counts = ray.get(ray.get_actor(name, namespace=ray_remote.NAMESPACE).counts.remote())
+    assert counts.get("batched", 0) > 0, counts
+
+
+WORKER = """
+import pickle, sys
+sizes = [int(n) for n in sys.argv[1:]]
+data = sys.stdin.buffer.read()
+plain = pickle.loads(data[: sizes[0]])
+batch = pickle.loads(data[sizes[0] : sizes[0] + sizes[1]])
+again = pickle.loads(data[sizes[0] + sizes[1] :])
+a, b, c = plain.__globals__, batch.__globals__["run_attempt"].__globals__, again.__globals__
+watchdog, cgroups, runner = a["_Watchdog"].get(), a["_cgroups"](), batch.__globals__["_runner"]()
+print(b["_Watchdog"].get() is watchdog, b["_cgroups"]() is cgroups, c["_runner"]() is runner)
+"""
+
+
+def test_a_worker_keeps_one_watchdog_and_one_set_of_cgroups_whatever_it_unpickles(
+    tmp_path: Path,
+) -> None:
+    # A Ray worker unpickles each of the module's functions it runs (shipped
+    # by value), and each unpickling sets the module's classes back to their
+    # pickled state: state kept there would be dropped, and a worker running
+    # plain tasks and batches would start a second watchdog while the first,
+    # orphaned, killed its jobs.
+    import subprocess
+    import sys
+
+    import ray as ray_module
+
+    from shoal.executors import cgroups, ray_remote, which
+
+    for module in (ray_remote, cgroups, which):
+        ray_module.cloudpickle.register_pickle_by_value(module)
+    pickles = [
+        ray_module.cloudpickle.dumps(function)
+        for function in (ray_remote.run_attempt, ray_remote.run_batch, ray_remote.run_batch)
+    ]
+    done = subprocess.run(
+        [sys.executable, "-c", WORKER, *(str(len(p)) for p in pickles[:2])],
+        input=b"".join(pickles),
+        capture_output=True,
+        cwd=tmp_path,
+    )
+    assert done.stdout.split() == [b"True", b"True", b"True"], done.stderr.decode()[-2000:]
