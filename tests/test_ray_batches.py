@@ -258,3 +258,24 @@ def test_a_worker_keeps_one_watchdog_and_one_set_of_cgroups_whatever_it_unpickle
         cwd=tmp_path,
     )
     assert done.stdout.split() == [b"True", b"True", b"True"], done.stderr.decode()[-2000:]
+
+
+def test_a_stopped_attempt_still_waiting_in_ray_never_runs(ray: Any, tmp_path: Path) -> None:
+    # Long attempts go to Ray one per task as they come; those beyond the
+    # cluster's four CPUs wait in Ray's queue, where a stop cancels them.
+    d = dispatcher(ray)
+    gate = tmp_path / "go"
+    marks = [tmp_path / f"ran-{i}" for i in range(6)]
+    requests = [
+        (f"w{i}", attempt(sh(f"echo ran > {mark}; until [ -e {gate} ]; do sleep 0.05; done")))
+        for i, mark in enumerate(marks)
+    ]
+    ray.get(d.submit.remote(requests))
+    wait_until(lambda: sum(m.exists() for m in marks) == 4 or None, timeout=60, what="4 running")
+    waiting = next(f"w{i}" for i, mark in enumerate(marks) if not mark.exists())
+    ray.get(d.stop.remote(waiting, 1.0))
+    gate.touch()
+    exits = collect(ray, d, [task for task, _ in requests])
+    assert exits[waiting] == {"cancelled": True}
+    assert sum(m.exists() for m in marks) == 5  # the stopped one never ran
+    assert all(e.get("code") == 0 for task, e in exits.items() if task != waiting), exits

@@ -15,12 +15,14 @@ Two parts:
   memory cgroup), streams its output lines (timestamped on the node) to the
   dispatcher, obeys stop requests (SIGTERM, grace, SIGKILL to the group) and
   returns the exit status.
-- `run_batch`, the task of a stream of short attempts of one shape: runs
-  them one after another in the resources the task holds, each as
-  `run_attempt` would, and yields each result as it ends (a Ray streaming
-  generator). Ray itself runs tasks of one shape in turn on a leased worker;
-  a batch does the same with one task's overhead for several attempts,
-  which for jobs of a few milliseconds is most of their cost.
+- `run_batch`, the task of plain attempts (no container, not of a
+  multi-node job): one at a time, or a few of one shape while its attempts
+  run short, one after another in the resources the task holds, each as
+  `run_attempt` runs it, their results sent a few at a time (a Ray
+  streaming generator). Ray itself runs tasks of one shape in turn on a
+  leased worker; a batch does the same with one task's overhead for
+  several attempts, which for jobs of a few milliseconds is most of their
+  cost.
 
 Calls per attempt are few, since they are most of its cost: shoal's launch
 (answered once the task runs), the task's one `watch` call (saying where it
@@ -610,7 +612,6 @@ class Dispatcher:
         # Made once: each new remote function is exported to the cluster anew.
         self.task = ray.remote(run_attempt)
         self.batch = ray.remote(run_batch)
-        self.shapes: dict[Shape, Any] = {}
         self.batch_shapes: dict[Shape, Any] = {}
         # Plain attempts (no container, no placement group) by shape: those
         # waiting here, and the tasks and batches of each shape in Ray.
@@ -658,11 +659,13 @@ class Dispatcher:
         self._notify()
 
     def _release(self, shape: Shape) -> None:
-        """Send queued plain attempts of `shape` to Ray: each as a task of
-        its own while the shape's attempts run long; while they are short,
-        in batches, with as many in Ray as the cluster runs at once and a
-        quarter more (so that most that end are followed at once on their
-        worker), the rest waiting here and making the next batches longer."""
+        """Send queued plain attempts of `shape` to Ray, always through
+        `run_batch` (one function, so that Ray's leases of workers for the
+        shape serve them all): each in a task of its own while the shape's
+        attempts run long; while they are short, in batches, with as many in
+        Ray as the cluster runs at once and a quarter more (so that most
+        that end are followed at once on their worker), the rest waiting
+        here and making the next batches longer."""
         queue = self.queued.get(shape)
         if not queue:
             return
@@ -681,11 +684,7 @@ class Dispatcher:
             self.counted["tasks" if take == 1 else "batches"] += 1
             self.counted["batched"] += take if take > 1 else 0
             try:
-                if take == 1:
-                    task_id, run, request = items[0]
-                    self._submit_plain(task_id, run, request, shape)
-                else:
-                    self._submit_batch(items, shape)
+                self._submit_batch(items, shape)
             except Exception as e:  # e.g. arguments that do not pickle
                 self.in_ray[shape] -= 1
                 for _, run, _ in items:
@@ -713,17 +712,6 @@ class Dispatcher:
         for shape in list(self.queued):
             self._release(shape)
 
-    def _submit_plain(self, task_id: str, run: _Run, request: dict[str, Any], shape: Shape) -> None:
-        remote = self.shapes.get(shape)
-        if remote is None:
-            # One remote function per resource shape: options are costly to
-            # apply per call, and jobs of a queue mostly share one shape.
-            remote = self.shapes[shape] = self.task.options(**_options(shape))
-        run.ref = remote.remote(
-            self.me, task_id, request["command"], request["environment"], request.get("memory_mib")
-        )
-        asyncio.get_running_loop().create_task(self._follow(run, shape))
-
     def _submit_batch(self, items: list[tuple[str, _Run, dict[str, Any]]], shape: Shape) -> None:
         remote = self.batch_shapes.get(shape)
         if remote is None:
@@ -734,6 +722,8 @@ class Dispatcher:
             for task_id, _, r in items
         ]
         results = remote.remote(self.me, attempts)
+        if len(items) == 1:
+            items[0][1].ref = results  # cancelled while it waits in Ray
         asyncio.get_running_loop().create_task(self._follow_batch(items, results, shape))
 
     async def _submit(self, task_id: str, run: _Run, request: dict[str, Any]) -> None:
@@ -873,9 +863,9 @@ class Dispatcher:
         return self.incarnation
 
     async def counts(self) -> dict[str, int]:
-        """How plain attempts went to Ray: `tasks` of their own, `batches`
-        and the attempts in them (`batched`), and attempts a batch ended
-        without starting (`again`, submitted again)."""
+        """How plain attempts went to Ray: in `tasks` of their own (batches
+        of one), in `batches` of several (`batched` attempts), and how many
+        a batch ended without starting (`again`: submitted again)."""
         return dict(self.counted)
 
     # -- called by the tasks --------------------------------------------------
@@ -904,18 +894,14 @@ class Dispatcher:
             await run.room.wait()
 
     # -- inside ---------------------------------------------------------------
-    async def _follow(self, run: _Run, shape: Shape | None = None) -> None:
+    async def _follow(self, run: _Run) -> None:
         """Until the task ends: its result is the attempt's exit."""
         try:
             result = await run.ref
         except Exception as e:
             self._end(run, await self._lost(run, e))
         else:
-            self._finish(run, result, shape)
-        finally:
-            if shape is not None:
-                self.in_ray[shape] -= 1
-                self._release(shape)
+            self._finish(run, result, None)
 
     async def _follow_batch(
         self, items: list[tuple[str, _Run, dict[str, Any]]], results: Any, shape: Shape
