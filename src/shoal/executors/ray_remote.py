@@ -4,17 +4,19 @@ It is shipped to the cluster by value (cloudpickle), so the cluster's nodes
 need Ray and nothing of shoal: this module imports only the standard
 library, ray, `cgroups` and `which` (shipped by value too).
 
-Two parts:
+Three parts:
 - `Dispatcher`, a detached actor (one per shoal installation and cluster).
-  It submits each attempt as a Ray task and owns it. Ray kills a task whose
-  owner dies, and a driver's tasks die with the driver; owned by a detached
-  actor, attempts outlive a shoal server that is killed or restarted, and
-  the next one finds them again by task id. It also holds each attempt's
-  output until shoal has stored it, and its exit.
-- `run_attempt`, the task: starts the command in its own process group (and
-  memory cgroup), streams its output lines (timestamped on the node) to the
-  dispatcher, obeys stop requests (SIGTERM, grace, SIGKILL to the group) and
-  returns the exit status.
+  It submits the attempts as Ray tasks (one each, or a few in a batch) and
+  owns them. Ray kills a task whose owner dies, and a driver's tasks die
+  with the driver; owned by a detached actor, attempts outlive a shoal
+  server that is killed or restarted, and the next one finds them again by
+  task id. It also holds each attempt's output until shoal has stored it,
+  and its exit.
+- `run_attempt`, the task of an attempt in a container or of a multi-node
+  job, and the body of every other: starts the command in its own process
+  group (and memory cgroup), streams its output lines (timestamped on the
+  node) to the dispatcher, obeys stop requests (SIGTERM, grace, SIGKILL to
+  the group) and returns the exit status.
 - `run_batch`, the task of plain attempts (no container, not of a
   multi-node job): one at a time, or a few of one shape while its attempts
   run short, one after another in the resources the task holds, each as
