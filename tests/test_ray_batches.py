@@ -18,7 +18,15 @@ from typing import Any
 
 import pytest
 from conftest import Server
-from engine_support import job_log, sh, shutdown, start_engine_server, wait_until
+from engine_support import (
+    job_log,
+    read_pid,
+    sh,
+    shutdown,
+    start_engine_server,
+    wait_gone,
+    wait_until,
+)
 from ray_support import HEAD_IP, RayCluster, in_ray_group, needs_ray, ray_cluster  # noqa: F401
 from test_ray_executor import ray_queue
 
@@ -93,10 +101,37 @@ def collect(ray: Any, d: Any, tasks: list[str]) -> dict[str, Any]:
     return exits
 
 
-def prime(ray: Any, d: Any) -> None:
-    """Short attempts first: the dispatcher batches a shape once its
-    attempts are known to run short."""
-    run_all(ray, d, [(f"prime-{i}-{uuid.uuid4().hex[:6]}", attempt(["true"])) for i in range(4)])
+def test_a_batch_cancelled_while_its_attempt_runs_takes_the_job_with_it(
+    ray: Any, tmp_path: Path
+) -> None:
+    # A stop before the attempt has said where it runs cancels its task;
+    # Ray then interrupts the task, and the job must not run on unwatched.
+    from shoal.executors import ray_remote
+
+    batch = ray.remote(ray_remote.run_batch).options(
+        num_returns="streaming", num_cpus=1, max_retries=0
+    )
+    pid_file = tmp_path / "pid"
+    held = sh(f"echo $$ > {pid_file}; exec sleep 60")
+    results = batch.remote(NOBODY, [("held", held, ENV, None)])
+    pid = read_pid(pid_file, timeout=60)
+    ray.cancel(results, force=False)
+    with pytest.raises(ray.exceptions.TaskCancelledError):
+        for ref in results:
+            ray.get(ref)
+    wait_gone(pid, timeout=30)
+
+
+def primed_dispatcher(ray: Any) -> Any:
+    """A dispatcher that batches: one whose attempts of the shape have run
+    short (under 50 ms on average, which a loaded machine may take a few
+    rounds of quick attempts to show)."""
+    d = dispatcher(ray)
+    deadline = time.monotonic() + 120
+    while not ray.get(d.counts.remote()).get("batches"):
+        assert time.monotonic() < deadline, "no batch of quick attempts"
+        run_all(ray, d, [(uuid.uuid4().hex, attempt(["true"])) for _ in range(12)])
+    return d
 
 
 def test_a_batch_sends_a_result_before_a_long_attempt_ends_and_starts_none_past_its_span(
@@ -130,11 +165,11 @@ def test_a_batch_sends_a_result_before_a_long_attempt_ends_and_starts_none_past_
 def test_a_dispatcher_batches_short_attempts_runs_each_once_and_resubmits_those_not_started(
     ray: Any, tmp_path: Path
 ) -> None:
-    d = dispatcher(ray)
-    prime(ray, d)
-    # Twelve at once: more than the two nodes' four CPUs (plus one) take
-    # one by one, so the first go three to a batch: a long one, then two
-    # that its batch will not start, being past its span by then.
+    d = primed_dispatcher(ray)
+    before = ray.get(d.counts.remote())
+    # Twelve at once, on four CPUs: five batches may be in Ray, so the first
+    # takes three (12 / 5, rounded up): a long attempt, then two that its
+    # batch will not start, being past its span by then.
     marks = [tmp_path / f"ran-{i}" for i in range(12)]
     requests = [
         (f"a{i}", attempt(sh(f"{'sleep 0.8; ' if i == 0 else ''}echo ran >> {mark}")))
@@ -144,16 +179,15 @@ def test_a_dispatcher_batches_short_attempts_runs_each_once_and_resubmits_those_
     assert {task: e.get("code") for task, e in exits.items()} == {t: 0 for t, _ in requests}, exits
     # Each ran once, those its batch did not start included.
     assert [m.read_text() for m in marks] == ["ran\n"] * 12
-    counts = ray.get(d.counts.remote())
-    assert counts["batches"] >= 1, counts
-    assert counts["again"] >= 2, counts
+    after = ray.get(d.counts.remote())
+    assert after["batches"] > before["batches"], (before, after)
+    assert after.get("again", 0) - before.get("again", 0) >= 2, (before, after)
 
 
 def test_a_stopped_attempt_still_waiting_in_the_dispatcher_never_runs(
     ray: Any, tmp_path: Path
 ) -> None:
-    d = dispatcher(ray)
-    prime(ray, d)
+    d = primed_dispatcher(ray)
     # Sixty at once: five batches of eight go to Ray, the rest wait.
     marks = [tmp_path / f"ran-{i}" for i in range(60)]
     requests = [(f"s{i}", attempt(["touch", str(mark)])) for i, mark in enumerate(marks)]

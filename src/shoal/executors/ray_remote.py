@@ -206,6 +206,22 @@ class _Watchdog:
         self.groups.difference_update(items)
         self._write()
 
+    def kill_all(self) -> None:
+        """Kill what the worker's attempts run, as the watchdog would: for a
+        task cancelled while it runs (Ray raises KeyboardInterrupt in it),
+        whose jobs would otherwise run on, unwatched."""
+        for group in list(self.groups):
+            if isinstance(group, str):
+                subprocess.run(
+                    ["docker", "rm", "-f", group],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    check=False,
+                )
+            else:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(group, signal.SIGKILL)
+
     def _write(self) -> None:
         if self.path is None:
             return
@@ -295,6 +311,9 @@ def run_attempt(
         for raw in proc.stdout:
             sender.add(_now_ms(), raw.decode("utf-8", "replace").rstrip("\n"))
         code = proc.wait()
+    except BaseException:
+        watchdog.kill_all()  # cancelled while it ran
+        raise
     finally:
         done.set()
         sender.close()
@@ -333,17 +352,23 @@ def run_batch(dispatcher: DispatcherRef, attempts: list[Attempt]) -> Iterator[li
         running = _runner().submit(
             run_attempt, dispatcher, task_id, command, environment, memory_mib
         )
-        while held:
-            wait = held_since + _RESULTS_GAP - time.monotonic()
-            try:
-                running.result(timeout=max(wait, 0.0))
-                break
-            except concurrent.futures.TimeoutError:
-                yield held
-                held = []
-        if not held:
-            held_since = time.monotonic()
-        held.append(running.result())
+        try:
+            while held:
+                wait = held_since + _RESULTS_GAP - time.monotonic()
+                try:
+                    running.result(timeout=max(wait, 0.0))
+                    break
+                except concurrent.futures.TimeoutError:
+                    yield held
+                    held = []
+            if not held:
+                held_since = time.monotonic()
+            held.append(running.result())
+        except BaseException:
+            # Cancelled while an attempt runs (on the attempt thread, which
+            # the KeyboardInterrupt does not reach): it goes with the task.
+            _Watchdog.get().kill_all()
+            raise
         if time.monotonic() - held_since >= _RESULTS_GAP:
             yield held
             held = []
