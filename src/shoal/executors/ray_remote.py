@@ -332,12 +332,12 @@ Attempt = tuple[str, list[str], dict[str, str], "int | None"]  # task id, comman
 
 
 def run_batch(dispatcher: DispatcherRef, attempts: list[Attempt]) -> Iterator[list[dict[str, Any]]]:
-    """The Ray task of a batch of short attempts of one shape (a streaming
-    generator): the attempts' results as `run_attempt` gives them, in order,
-    a few at a time. Each item reaching the dispatcher costs it about as much
-    as a short job, so results are held for up to _RESULTS_GAP and go
-    together (an attempt runs on a thread of its own meanwhile, so that a
-    long one holds back none of the results before it).
+    """The Ray task of plain attempts of one shape, one or a batch of short
+    ones (a streaming generator): their results as `run_attempt` gives them,
+    in order, a few at a time. Each item reaching the dispatcher costs it
+    about as much as a short job, so results are held for up to
+    _RESULTS_GAP and go together (an attempt runs on a thread of its own
+    meanwhile, so that a long one holds back none of the results before it).
 
     It starts no attempt after the first once it has run for _BATCH_SPAN, or
     once its raylet is gone (the worker's parent changed): it ends, and the
