@@ -113,6 +113,7 @@ _BATCH_SPAN = 0.5
 _RESULTS_GAP = 0.01  # seconds a batch holds a result to send it with the next ones
 _SPAN_WEIGHT = 0.2  # of the newest run time in the moving average
 _RESOURCES_TTL = 2.0  # seconds the cluster's resources are taken as known
+_OOM_FLAG_SECONDS = 1.0  # how long a SIGKILLed container's OOM flag is waited for
 
 
 def _die_with_parent() -> None:
@@ -552,6 +553,17 @@ def _follow_container(
         # The log follower ended early (dockerd restarted?): wait for the end.
         _docker("wait", name)
         state = json.loads(_docker("inspect", "--format", "{{json .State}}", name).stdout)
+    # dockerd records an OOM kill when containerd's event reaches it, which
+    # can be after the exit (moby/moby#18510): a SIGKILLed container is looked
+    # at again for a while, as the docker executor does.
+    deadline = time.monotonic() + _OOM_FLAG_SECONDS
+    while state.get("ExitCode") == 137 and not state.get("OOMKilled"):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+        again = _docker("inspect", "--format", "{{json .State}}", name)
+        if again.returncode == 0:
+            state = json.loads(again.stdout)
     return {
         **where,
         "code": int(state.get("ExitCode", -1)),
