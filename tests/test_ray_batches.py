@@ -101,25 +101,13 @@ def collect(ray: Any, d: Any, tasks: list[str]) -> dict[str, Any]:
     return exits
 
 
-def test_a_batch_cancelled_while_its_attempt_runs_takes_the_job_with_it(
-    ray: Any, tmp_path: Path
-) -> None:
-    # A stop before the attempt has said where it runs cancels its task;
-    # Ray then interrupts the task, and the job must not run on unwatched.
+def batch_task(ray: Any) -> Any:
+    """`run_batch` as a task of this driver's (not a dispatcher's)."""
     from shoal.executors import ray_remote
 
-    batch = ray.remote(ray_remote.run_batch).options(
+    return ray.remote(ray_remote.run_batch).options(
         num_returns="streaming", num_cpus=1, max_retries=0
     )
-    pid_file = tmp_path / "pid"
-    held = sh(f"echo $$ > {pid_file}; exec sleep 60")
-    results = batch.remote(NOBODY, [("held", held, ENV, None)])
-    pid = read_pid(pid_file, timeout=60)
-    ray.cancel(results, force=False)
-    with pytest.raises(ray.exceptions.TaskCancelledError):
-        for ref in results:
-            ray.get(ref)
-    wait_gone(pid, timeout=30)
 
 
 def primed_dispatcher(ray: Any) -> Any:
@@ -137,11 +125,7 @@ def primed_dispatcher(ray: Any) -> Any:
 def test_a_batch_sends_a_result_before_a_long_attempt_ends_and_starts_none_past_its_span(
     ray: Any, tmp_path: Path
 ) -> None:
-    from shoal.executors import ray_remote
-
-    batch = ray.remote(ray_remote.run_batch).options(
-        num_returns="streaming", num_cpus=1, max_retries=0
-    )
+    batch = batch_task(ray)
     late = tmp_path / "late"
     attempts = [
         ("quick", ["sh", "-c", "exit 3"], ENV, None),
@@ -160,6 +144,23 @@ def test_a_batch_sends_a_result_before_a_long_attempt_ends_and_starts_none_past_
     # The batch ended without starting the attempt past its span: the
     # dispatcher, which had no result for it, submits it again.
     assert not late.exists()
+
+
+def test_a_batch_cancelled_while_its_attempt_runs_takes_the_job_with_it(
+    ray: Any, tmp_path: Path
+) -> None:
+    # A stop before the attempt has said where it runs cancels its task;
+    # Ray then interrupts the task, and the job must not run on unwatched.
+    batch = batch_task(ray)
+    pid_file = tmp_path / "pid"
+    held = sh(f"echo $$ > {pid_file}; exec sleep 60")
+    results = batch.remote(NOBODY, [("held", held, ENV, None)])
+    pid = read_pid(pid_file, timeout=60)
+    ray.cancel(results, force=False)
+    with pytest.raises(ray.exceptions.TaskCancelledError):
+        for ref in results:
+            ray.get(ref)
+    wait_gone(pid, timeout=30)
 
 
 def test_a_dispatcher_batches_short_attempts_runs_each_once_and_resubmits_those_not_started(
@@ -198,6 +199,27 @@ def test_a_stopped_attempt_still_waiting_in_the_dispatcher_never_runs(
     assert not marks[59].exists()
     assert all(exits[f"s{i}"].get("code") == 0 for i in range(59)), exits
     assert all(mark.exists() for mark in marks[:59])
+
+
+def test_a_stopped_attempt_still_waiting_in_ray_never_runs(ray: Any, tmp_path: Path) -> None:
+    # Long attempts go to Ray one per task as they come; those beyond the
+    # cluster's four CPUs wait in Ray's queue, where a stop cancels them.
+    d = dispatcher(ray)
+    gate = tmp_path / "go"
+    marks = [tmp_path / f"ran-{i}" for i in range(6)]
+    requests = [
+        (f"w{i}", attempt(sh(f"echo ran > {mark}; until [ -e {gate} ]; do sleep 0.05; done")))
+        for i, mark in enumerate(marks)
+    ]
+    ray.get(d.submit.remote(requests))
+    wait_until(lambda: sum(m.exists() for m in marks) == 4 or None, timeout=60, what="4 running")
+    waiting = next(f"w{i}" for i, mark in enumerate(marks) if not mark.exists())
+    ray.get(d.stop.remote(waiting, 1.0))
+    gate.touch()
+    exits = collect(ray, d, [task for task, _ in requests])
+    assert exits[waiting] == {"cancelled": True}
+    assert sum(m.exists() for m in marks) == 5  # the stopped one never ran
+    assert all(e.get("code") == 0 for task, e in exits.items() if task != waiting), exits
 
 
 @pytest.fixture(scope="module")
@@ -292,24 +314,3 @@ def test_a_worker_keeps_one_watchdog_and_one_set_of_cgroups_whatever_it_unpickle
         cwd=tmp_path,
     )
     assert done.stdout.split() == [b"True", b"True", b"True"], done.stderr.decode()[-2000:]
-
-
-def test_a_stopped_attempt_still_waiting_in_ray_never_runs(ray: Any, tmp_path: Path) -> None:
-    # Long attempts go to Ray one per task as they come; those beyond the
-    # cluster's four CPUs wait in Ray's queue, where a stop cancels them.
-    d = dispatcher(ray)
-    gate = tmp_path / "go"
-    marks = [tmp_path / f"ran-{i}" for i in range(6)]
-    requests = [
-        (f"w{i}", attempt(sh(f"echo ran > {mark}; until [ -e {gate} ]; do sleep 0.05; done")))
-        for i, mark in enumerate(marks)
-    ]
-    ray.get(d.submit.remote(requests))
-    wait_until(lambda: sum(m.exists() for m in marks) == 4 or None, timeout=60, what="4 running")
-    waiting = next(f"w{i}" for i, mark in enumerate(marks) if not mark.exists())
-    ray.get(d.stop.remote(waiting, 1.0))
-    gate.touch()
-    exits = collect(ray, d, [task for task, _ in requests])
-    assert exits[waiting] == {"cancelled": True}
-    assert sum(m.exists() for m in marks) == 5  # the stopped one never ran
-    assert all(e.get("code") == 0 for task, e in exits.items() if task != waiting), exits
