@@ -127,11 +127,13 @@ def test_a_batch_sends_a_result_before_a_long_attempt_ends_and_starts_none_past_
 ) -> None:
     batch = batch_task(ray)
     late = tmp_path / "late"
-    attempts = [
-        ("quick", ["sh", "-c", "exit 3"], ENV, None),
-        ("long", ["sleep", "0.8"], ENV, None),
-        ("late", ["touch", str(late)], ENV, None),  # due after the batch's span
+    commands = [
+        ["sh", "-c", "exit 3"],
+        ["sleep", "0.8"],
+        ["touch", str(late)],  # due after the batch's span
     ]
+    # Task ids are unique, as shoal's are: each names its working directory.
+    attempts = [(uuid.uuid4().hex, command, ENV, None) for command in commands]
     arrivals: list[tuple[float, list[dict[str, Any]]]] = []
     for ref in batch.remote(NOBODY, attempts):
         arrivals.append((time.monotonic(), ray.get(ref)))
@@ -154,7 +156,7 @@ def test_a_batch_cancelled_while_its_attempt_runs_takes_the_job_with_it(
     batch = batch_task(ray)
     pid_file = tmp_path / "pid"
     held = sh(f"echo $$ > {pid_file}; exec sleep 60")
-    results = batch.remote(NOBODY, [("held", held, ENV, None)])
+    results = batch.remote(NOBODY, [(uuid.uuid4().hex, held, ENV, None)])
     pid = read_pid(pid_file, timeout=60)
     ray.cancel(results, force=False)
     with pytest.raises(ray.exceptions.TaskCancelledError):

@@ -364,7 +364,7 @@ def run_batch(dispatcher: DispatcherRef, attempts: list[Attempt]) -> Iterator[li
                     held = []
             if not held:
                 held_since = time.monotonic()
-            held.append(running.result())
+            held.append(_result(running))
         except BaseException:
             # Cancelled while an attempt runs (on the attempt thread, which
             # the KeyboardInterrupt does not reach): it goes with the task.
@@ -375,6 +375,17 @@ def run_batch(dispatcher: DispatcherRef, attempts: list[Attempt]) -> Iterator[li
             held = []
     if held:
         yield held
+
+
+def _result(running: concurrent.futures.Future[dict[str, Any]]) -> dict[str, Any]:
+    """The attempt's result, waited for in short steps: Ray cancels a
+    running task by raising KeyboardInterrupt in it, which a wait without
+    a timeout would hold off until the attempt had ended."""
+    while True:
+        try:
+            return running.result(timeout=0.1)
+        except concurrent.futures.TimeoutError:
+            continue
 
 
 def _runner() -> concurrent.futures.ThreadPoolExecutor:
