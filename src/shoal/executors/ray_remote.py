@@ -111,7 +111,8 @@ _SHORT_MS = 50.0
 _BATCH_ATTEMPTS = 8
 _BATCH_SPAN = 0.5
 _RESULTS_GAP = 0.01  # seconds a batch holds a result to send it with the next ones
-_SPAN_WEIGHT = 0.2  # of the newest run time in the moving average
+_CANCEL_STEP = 0.1  # seconds a batch waits on its attempt between looks for a cancel
+_RUN_MS_WEIGHT = 0.2  # of the newest run time in the moving average
 _RESOURCES_TTL = 2.0  # seconds the cluster's resources are taken as known
 _OOM_FLAG_SECONDS = 1.0  # how long a SIGKILLed container's OOM flag is waited for
 
@@ -383,7 +384,7 @@ def _result(running: concurrent.futures.Future[dict[str, Any]]) -> dict[str, Any
     a timeout would hold off until the attempt had ended."""
     while True:
         try:
-            return running.result(timeout=0.1)
+            return running.result(timeout=_CANCEL_STEP)
         except concurrent.futures.TimeoutError:
             continue
 
@@ -998,7 +999,7 @@ class Dispatcher:
         if shape is not None and isinstance(result.get("at"), int):
             ms = float(result["ended_at"] - result["at"])
             last = self.run_ms.get(shape)
-            self.run_ms[shape] = ms if last is None else last + _SPAN_WEIGHT * (ms - last)
+            self.run_ms[shape] = ms if last is None else last + _RUN_MS_WEIGHT * (ms - last)
         self._end(run, result)
 
     def _end(self, run: _Run, exit_: dict[str, Any]) -> None:
