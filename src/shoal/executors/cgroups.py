@@ -217,3 +217,38 @@ def _read(path: str, size: int = 4096) -> bytes:
         return os.read(fd, size)
     finally:
         os.close(fd)
+
+
+def oom_kill_logged(memcg_name: str) -> bool:
+    """Whether the kernel's log holds an OOM kill in a memory cgroup whose
+    path names `memcg_name` (a container's id: `/docker/<id>` with cgroupfs,
+    `docker-<id>.scope` with systemd).
+
+    For containers, whose cgroups are not shoal's: dockerd learns of an OOM
+    kill from containerd's event, which can come after the exit (then 20.10
+    never sets State.OOMKilled) or never (the shim drops it once the cgroup
+    is gone). The kernel writes its record before the process dies. False
+    where the log cannot be read (no CAP_SYSLOG), or has lost the record:
+    the kernel keeps a bounded ring, and logs at most ten OOM kills' details
+    in five seconds."""
+    needle = memcg_name.encode()
+    try:
+        fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        while True:
+            try:
+                record = os.read(fd, 8192)  # one record per read
+            except BlockingIOError:
+                return False  # read to the end
+            except BrokenPipeError:
+                continue  # the ring overwrote the record at our position: go on
+            if not record:
+                return False
+            if b"oom-kill:" in record and needle in record:
+                return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)

@@ -40,6 +40,7 @@ import docker.errors
 from docker.types import DeviceRequest, Mount, Ulimit
 
 from shoal.executors.base import OOM_REASON, Exit, Handle, LaunchError, LaunchSpec
+from shoal.executors.cgroups import oom_kill_logged
 from shoal.executors.mounts import bind_mounts
 from shoal.logs.store import Event, LogStore
 
@@ -47,10 +48,12 @@ log = logging.getLogger("shoal.executors.docker")
 
 T = TypeVar("T")
 _MAX_EVENT = 256 * 1024
-# dockerd records an OOM kill (State.OOMKilled) when containerd's OOM event
-# reaches it, which can be after the container's exit (moby/moby#18510): a
-# container killed by SIGKILL is looked at again for this long.
-_OOM_FLAG_SECONDS = 1.0
+# dockerd learns of an OOM kill from containerd's event, which can reach it
+# after the container's exit (moby/moby#18510); dockerd 20.10 then emits its
+# "oom" event but never sets State.OOMKilled. A container killed by SIGKILL,
+# and not by shoal, is looked for in the kernel's log and dockerd's events
+# for this long.
+_OOM_FLAG_SECONDS = 2.0
 
 
 def _ms(stamp: str) -> int:
@@ -207,7 +210,7 @@ class DockerExecutor:
         )
         pump.start()
         try:
-            result = await self._call(self._wait, container_id)
+            result = await self._call(self._wait, container_id, str(handle["task"]))
         except docker.errors.NotFound:
             result = None
         await self._call(pump.join)
@@ -222,7 +225,7 @@ class DockerExecutor:
             return Exit(exit_code=code or 137, reason=OOM_REASON, ended_at=finished)
         return Exit(exit_code=code, ended_at=finished)
 
-    def _wait(self, container_id: str) -> tuple[int, bool, int | None]:
+    def _wait(self, container_id: str, task: str) -> tuple[int, bool, int | None]:
         """Exit code, OOM-killed, and when it finished (epoch ms, if dockerd says)."""
         container = self.client.containers.get(container_id)
         status = container.wait()
@@ -230,15 +233,46 @@ class DockerExecutor:
         state = container.attrs.get("State", {})
         code = int(status.get("StatusCode", state.get("ExitCode", -1)))
         oom = bool(state.get("OOMKilled"))
-        deadline = time.monotonic() + _OOM_FLAG_SECONDS
-        while code == 137 and not oom and time.monotonic() < deadline:
-            time.sleep(0.05)
-            container.reload()
-            oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
+        if code == 137 and not oom and task not in self._killed:  # not shoal's SIGKILL
+            oom = self._oom_killed_late(container)
         finished: int | None = None
         with contextlib.suppress(ValueError, TypeError):
             finished = _ms(str(container.attrs.get("State", {}).get("FinishedAt") or ""))
         return code, oom, finished if finished is not None and finished > 0 else None
+
+    def _oom_killed_late(self, container: Any) -> bool:
+        """Whether a container that died of SIGKILL was OOM-killed, though
+        dockerd's flag says not (see _OOM_FLAG_SECONDS): the kernel's record
+        first, then the flag and dockerd's "oom" event for this container,
+        polled until the deadline."""
+        if oom_kill_logged(container.id):
+            return True
+        started = str(container.attrs.get("State", {}).get("StartedAt") or "")
+        try:
+            since = _ms(started) / 1000 - 1
+        except ValueError:
+            since = time.time() - 3600
+        deadline = time.monotonic() + _OOM_FLAG_SECONDS
+        while True:
+            container.reload()
+            if container.attrs.get("State", {}).get("OOMKilled"):
+                return True
+            # Past events only (an `until` in the future would block): the
+            # API takes seconds with a fraction.
+            events = self.client.events(
+                since=f"{since:.9f}",
+                until=f"{time.time():.9f}",
+                decode=True,
+                filters={"container": container.id, "event": "oom"},
+            )
+            try:
+                if any(True for _ in events):
+                    return True
+            finally:
+                events.close()
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
 
     def _pump(self, handle: Handle) -> None:
         """Follow the container's output into the log store until it ends, a

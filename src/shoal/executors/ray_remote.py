@@ -63,7 +63,7 @@ from typing import Any, TypeVar
 
 import ray
 
-from shoal.executors.cgroups import MemoryCgroups
+from shoal.executors.cgroups import MemoryCgroups, oom_kill_logged
 from shoal.executors.which import CachedWhich
 
 PROTOCOL = 7  # part of the dispatcher's name: a new protocol gets a new dispatcher
@@ -114,7 +114,7 @@ _RESULTS_GAP = 0.01  # seconds a batch holds a result to send it with the next o
 _CANCEL_STEP = 0.1  # seconds a batch waits on its attempt between looks for a cancel
 _RUN_MS_WEIGHT = 0.2  # of the newest run time in the moving average
 _RESOURCES_TTL = 2.0  # seconds the cluster's resources are taken as known
-_OOM_FLAG_SECONDS = 1.0  # how long a SIGKILLed container's OOM flag is waited for
+_OOM_FLAG_SECONDS = 2.0  # how long a SIGKILLed container's OOM kill is looked for
 
 
 def _die_with_parent() -> None:
@@ -434,6 +434,7 @@ def _watch(
         return  # the dispatcher is gone: so is the owner of this task
     if grace is None or done.is_set():
         return
+    info["stopped"] = True  # (a SIGKILL is then shoal's, not the OOM killer's)
     _signal(proc, container, "TERM")
     if done.wait(float(grace)):
         return
@@ -565,24 +566,48 @@ def _follow_container(
         # The log follower ended early (dockerd restarted?): wait for the end.
         _docker("wait", name)
         state = json.loads(_docker("inspect", "--format", "{{json .State}}", name).stdout)
-    # dockerd records an OOM kill when containerd's event reaches it, which
-    # can be after the exit (moby/moby#18510): a SIGKILLed container is looked
-    # at again for a while, as the docker executor does.
-    deadline = time.monotonic() + _OOM_FLAG_SECONDS
-    while state.get("ExitCode") == 137 and not state.get("OOMKilled"):
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-        again = _docker("inspect", "--format", "{{json .State}}", name)
-        if again.returncode == 0:
-            state = json.loads(again.stdout)
+    oom = bool(state.get("OOMKilled"))
+    if state.get("ExitCode") == 137 and not oom and not info.get("stopped"):
+        oom = _oom_killed_late(name, began)
     return {
         **where,
         "code": int(state.get("ExitCode", -1)),
-        "oom": bool(state.get("OOMKilled")),
+        "oom": oom,
         "at": began,
         "ended_at": _now_ms(),
     }
+
+
+def _oom_killed_late(name: str, began_ms: int) -> bool:
+    """Whether a container that died of SIGKILL was OOM-killed, though
+    dockerd's flag says not: dockerd learns of an OOM kill from containerd's
+    event, which can come after the exit (moby/moby#18510; then 20.10 never
+    sets the flag) or not at all. As the docker executor does: the kernel's
+    record first, then the flag and dockerd's "oom" event, polled for a while."""
+    found = _docker("inspect", "--format", "{{.Id}}", name)
+    if found.returncode != 0:
+        return False
+    container_id = found.stdout.strip()
+    if oom_kill_logged(container_id):
+        return True
+    deadline = time.monotonic() + _OOM_FLAG_SECONDS
+    while True:
+        flag = _docker("inspect", "--format", "{{.State.OOMKilled}}", name)
+        if flag.stdout.strip() == "true":
+            return True
+        events = _docker(
+            "events",
+            "--since", f"{began_ms / 1000 - 1:.3f}",
+            "--until", f"{time.time():.3f}",
+            "--filter", f"container={container_id}",
+            "--filter", "event=oom",
+            "--format", "{{.Action}}",
+        )  # fmt: skip
+        if events.stdout.strip():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
 
 
 class _Sender:
