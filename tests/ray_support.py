@@ -103,8 +103,11 @@ class RayCluster:
 
     def _start(self, ip: str, args: list[str]) -> None:
         log = open(self.temp / f"node-{ip}.log", "ab")  # noqa: SIM115 (kept by the child)
+        # Under nohup, as nodes are often started by hand: their processes
+        # ignore SIGHUP, which shoal's watchdog on the node must not rely on.
         proc = subprocess.Popen(
             [
+                "nohup",
                 RAY,
                 "start",
                 "--block",

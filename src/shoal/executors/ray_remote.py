@@ -118,9 +118,14 @@ _OOM_FLAG_SECONDS = 2.0  # how long a SIGKILLed container's OOM kill is looked f
 
 
 def _die_with_parent() -> None:
-    """In the watchdog's child, before exec: SIGKILL when the worker dies."""
+    """In the watchdog's child, before exec: SIGKILL when the worker dies;
+    and SIGHUP handled by default again. A worker of a node started under
+    nohup ignores it, and a shell cannot trap a signal ignored when it
+    started (POSIX): the watchdog's `trap ... HUP` would do nothing."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    libc.signal.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    libc.signal(signal.SIGHUP, None)  # SIG_DFL
 
 
 # How a task reaches its dispatcher: (name, namespace, incarnation), looked up
