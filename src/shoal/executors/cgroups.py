@@ -14,9 +14,12 @@ for the next attempt with that limit. Clean: no process left, never OOM-killed
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 log = logging.getLogger("shoal.cgroups")
@@ -27,6 +30,10 @@ _SPARES = 64  # clean cgroups kept for reuse, per memory limit, per process
 # A reused cgroup starts with what its last job left charged to it (page
 # cache of files it wrote): more than this, and it is removed instead.
 _REUSE_CHARGED_BYTES = 4 << 20
+
+
+class OverLimit(Exception):
+    """A job spawned without its memory limit was over it once it was set."""
 
 
 class MemoryCgroups:
@@ -40,6 +47,8 @@ class MemoryCgroups:
         self._spares: dict[int, list[str]] = {}  # by limit in bytes
         self._limits: dict[str, int] = {}  # cgroups this process made: their limits
         self._spare_serial = 0
+        self._raised: set[str] = set()  # made without a limit, limited since
+        self._home: str | None = None
         self._pid = os.getpid()
         for candidate, is_v2 in ((_V1, False), (_V2, True)):
             marker = "memory.limit_in_bytes" if not is_v2 else "cgroup.subtree_control"
@@ -97,11 +106,19 @@ class MemoryCgroups:
                         with contextlib.suppress(OSError):
                             os.rmdir(entry.path)
 
-    def create(self, task_id: str, memory_mib: int) -> Path | None:
+    @property
+    def threads_movable(self) -> bool:
+        """Whether one thread of a process can join a cgroup (v1: v2 moves
+        whole processes)."""
+        return self.root is not None and not self.v2
+
+    def create(self, task_id: str, memory_mib: int | None) -> Path | None:
+        """The attempt's cgroup, limited to `memory_mib`, or with no limit
+        yet (None: see `spawn_in`)."""
         if self.root is None:
             return None
         path = f"{self.root}/{task_id}"
-        limit = memory_mib * 1024 * 1024
+        limit = 0 if memory_mib is None else memory_mib * 1024 * 1024
         spares = self._spares.get(limit)
         while spares:
             try:
@@ -118,20 +135,69 @@ class MemoryCgroups:
                 os.mkdir(path)
             except FileExistsError:
                 pass
-            value = str(limit).encode()
-            if self.v2:
-                _write(f"{path}/memory.max", value)
-                with contextlib.suppress(FileNotFoundError):  # no swap accounting
-                    _write(f"{path}/memory.swap.max", b"0")
-            else:
-                _write(f"{path}/memory.limit_in_bytes", value)
-                with contextlib.suppress(FileNotFoundError):
-                    _write(f"{path}/memory.memsw.limit_in_bytes", value)
+            if limit:
+                self._set_limit(path, limit)
         except OSError as e:
             log.warning("cannot set a memory limit for %s: %s", task_id, e)
             return None
         self._limits[path] = limit
         return Path(path)
+
+    def _set_limit(self, path: str, limit: int) -> None:
+        value = str(limit).encode()
+        if self.v2:
+            _write(f"{path}/memory.max", value)
+            with contextlib.suppress(FileNotFoundError):  # no swap accounting
+                _write(f"{path}/memory.swap.max", b"0")
+        else:
+            # (memsw may not be below the limit: raised first, lowered last)
+            _write(f"{path}/memory.limit_in_bytes", value)
+            with contextlib.suppress(FileNotFoundError):
+                _write(f"{path}/memory.memsw.limit_in_bytes", value)
+
+    @contextlib.contextmanager
+    def spawn_in(self, path: Path | str, memory_mib: int) -> Iterator[None]:
+        """Spawn in the body into `path`, a cgroup made without a limit: this
+        thread alone (v1) is in it meanwhile, so that the child starts in it,
+        with no `sh` to join it from inside (a third of a short job's cost).
+
+        The limit is set once the thread is back: while a thread of this
+        process is in the cgroup, an OOM kill there would pick this process
+        (the largest in it). The job runs unlimited for that moment; if it is
+        over its limit by then, OverLimit is raised (the child is running:
+        kill it, as the OOM killer would have). If this thread leads its
+        process, what the process touches meanwhile is charged to the cgroup
+        (v1 charges a process's memory where its leader is): a few KiB."""
+        tid = str(threading.get_native_id()).encode()
+        home = self._home_tasks()  # (found while this thread is there)
+        _write(f"{path}/tasks", tid)
+        try:
+            yield
+        finally:
+            try:
+                _write(home, tid)
+            except OSError as e:
+                raise RuntimeError(f"cannot leave memory cgroup {path}: {e}") from e
+        self._raised.add(str(path))
+        try:
+            self._set_limit(str(path), memory_mib * 1024 * 1024)
+        except OSError as e:
+            if e.errno == errno.EBUSY:
+                raise OverLimit(str(path)) from e
+            log.warning("cannot set a memory limit in %s: %s", path, e)
+
+    def _home_tasks(self) -> str:
+        """The `tasks` file of this thread's memory cgroup (the process's:
+        looked up once, outside `spawn_in`)."""
+        if self._home is None:
+            assert self.root is not None
+            home = ""
+            for line in _read("/proc/thread-self/cgroup", 65536).decode().splitlines():
+                _, controllers, rel = line.split(":", 2)
+                if "memory" in controllers.split(","):
+                    home = rel
+            self._home = f"{self.root.parent}{home.rstrip('/')}/tasks"
+        return self._home
 
     def release(self, path: Path | str | None) -> None:
         """An attempt's cgroup is done with: kept for reuse if this process
@@ -142,8 +208,18 @@ class MemoryCgroups:
         limit = self._limits.pop(name, None)
         spares = self._spares.setdefault(limit, []) if limit is not None else None
         if spares is None or len(spares) >= _SPARES or not self._clean(name):
+            self._raised.discard(name)
             self.remove(Path(name))
             return
+        if name in self._raised:  # limited after its spawn: a spare has none
+            self._raised.discard(name)
+            try:
+                for file in ("memory.memsw.limit_in_bytes", "memory.limit_in_bytes"):
+                    with contextlib.suppress(FileNotFoundError):
+                        _write(f"{name}/{file}", b"-1")
+            except OSError:
+                self.remove(Path(name))
+                return
         assert self.root is not None
         self._spare_serial += 1
         spare = f"{self.root}/.spare-{self._pid}-{self._spare_serial}"

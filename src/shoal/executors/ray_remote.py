@@ -63,7 +63,7 @@ from typing import Any, TypeVar
 
 import ray
 
-from shoal.executors.cgroups import MemoryCgroups, oom_kill_logged
+from shoal.executors.cgroups import MemoryCgroups, OverLimit, oom_kill_logged
 from shoal.executors.which import CachedWhich
 
 PROTOCOL = 7  # part of the dispatcher's name: a new protocol gets a new dispatcher
@@ -93,7 +93,8 @@ done
 """
 # The watchdog's child, the Ray worker's direct child: it only waits.
 WATCHDOG_PARENT = 'setpriv --pdeathsig HUP -- sh -c "$0" sh "$1" & wait'
-# A job with a MEMORY limit joins its cgroup, then becomes the command.
+# A job with a MEMORY limit joins its cgroup, then becomes the command (where
+# the worker's thread cannot join it for the spawn: cgroup v2).
 JOIN_CGROUP = 'echo $$ > "$0/cgroup.procs" && exec "$@"'
 
 _PR_SET_PDEATHSIG = 1
@@ -285,27 +286,44 @@ def run_attempt(
         }
     workdir = _make_workdir(task_id)
     cgroups = _cgroups() if memory_mib else None
-    cgroup = cgroups.create(task_id, memory_mib) if cgroups and memory_mib else None
-    argv = ["sh", "-c", JOIN_CGROUP, str(cgroup), *command] if cgroup else command
+    # Where one thread can join a cgroup (v1), this one does for the spawn
+    # and the limit is set after it (`spawn_in`); else an `sh` joins it.
+    joins = cgroups is not None and cgroups.threads_movable
+    cgroup = cgroups.create(task_id, None if joins else memory_mib) if cgroups else None
+    joins = joins and cgroup is not None
+    argv = ["sh", "-c", JOIN_CGROUP, str(cgroup), *command] if cgroup and not joins else command
     # As seen on the node: the attempt's startedAt (taken before the spawn,
     # as the job may run before Popen returns).
     began = _now_ms()
+    over = False
     try:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            cwd=workdir,
-            env=environment,
-            start_new_session=True,
+        spawning = (
+            cgroups.spawn_in(cgroup, memory_mib)
+            if joins and cgroups and cgroup and memory_mib
+            else contextlib.nullcontext()
         )
+        try:
+            with spawning:
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    cwd=workdir,
+                    env=environment,
+                    start_new_session=True,
+                )
+        except OverLimit:
+            over = True  # (proc runs: killed below, once it is watched)
     except OSError as e:
         _drop_workdir(workdir)
         if cgroups is not None:
             cgroups.release(cgroup)
         return {"node": node_id, "ip": ip, "error": f"{command[0]}: {e.strerror or e}"}
     watchdog.add(proc.pid)
+    if over:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
     done = threading.Event()
     info = {"node": node_id, "ip": ip, "pid": proc.pid, "at": began}
     watcher = threading.Thread(
@@ -328,7 +346,7 @@ def run_attempt(
         _drop_workdir(workdir)
     if code < 0:
         code = 128 - code  # killed by a signal: as a shell reports it
-    oom = cgroups is not None and cgroups.oom_killed(cgroup)
+    oom = over or (cgroups is not None and cgroups.oom_killed(cgroup))
     if cgroups is not None:
         cgroups.release(cgroup)  # kept for this worker's next attempt if clean
     ended = _now_ms()
