@@ -170,7 +170,10 @@ class MemoryCgroups:
         (v1 charges a process's memory where its leader is): a few KiB."""
         tid = str(threading.get_native_id()).encode()
         home = self._home_tasks()  # (found while this thread is there)
-        _write(f"{path}/tasks", tid)
+        try:
+            _write(f"{path}/tasks", tid)
+        except OSError as e:
+            raise OSError(e.errno, f"cannot join memory cgroup {path}: {e.strerror}") from e
         try:
             yield
         finally:

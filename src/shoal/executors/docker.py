@@ -254,22 +254,25 @@ class DockerExecutor:
             since = time.time() - 3600
         deadline = time.monotonic() + _OOM_FLAG_SECONDS
         while True:
-            container.reload()
-            if container.attrs.get("State", {}).get("OOMKilled"):
-                return True
-            # Past events only (an `until` in the future would block): the
-            # API takes seconds with a fraction.
-            events = self.client.events(
-                since=f"{since:.9f}",
-                until=f"{time.time():.9f}",
-                decode=True,
-                filters={"container": container.id, "event": "oom"},
-            )
             try:
-                if any(True for _ in events):
+                container.reload()
+                if container.attrs.get("State", {}).get("OOMKilled"):
                     return True
-            finally:
-                events.close()
+                # Past events only (an `until` in the future would block):
+                # the API takes seconds with a fraction.
+                events = self.client.events(
+                    since=f"{since:.9f}",
+                    until=f"{time.time():.9f}",
+                    decode=True,
+                    filters={"container": container.id, "event": "oom"},
+                )
+                try:
+                    if any(True for _ in events):
+                        return True
+                finally:
+                    events.close()
+            except docker.errors.APIError:  # (NotFound: removed meanwhile)
+                return False
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.05)
