@@ -43,6 +43,13 @@ def memory_cgroup(pid: int | str) -> str:
     raise AssertionError(f"{pid} has no memory cgroup")
 
 
+def unlimited(cgroups: MemoryCgroups) -> Path:
+    """An attempt's cgroup made without a limit, as for `spawn_in`."""
+    cgroup = cgroups.create(uuid.uuid4().hex, None)
+    assert cgroup is not None
+    return cgroup
+
+
 def limit_of(cgroup: Path) -> int:
     return int((cgroup / "memory.limit_in_bytes").read_text())
 
@@ -51,8 +58,7 @@ def test_the_child_starts_in_the_cgroup_and_the_thread_comes_home_then_the_limit
     cgroups: MemoryCgroups,
 ) -> None:
     home = memory_cgroup(f"self/task/{threading.get_native_id()}")
-    cgroup = cgroups.create(uuid.uuid4().hex, None)
-    assert cgroup is not None
+    cgroup = unlimited(cgroups)
     assert limit_of(cgroup) > 1 << 50  # none yet
     seen_inside: list[str] = []
     with cgroups.spawn_in(cgroup, 32):
@@ -72,8 +78,7 @@ def test_the_child_starts_in_the_cgroup_and_the_thread_comes_home_then_the_limit
 def test_an_oom_kill_after_the_spawn_takes_the_job_not_the_spawner(
     cgroups: MemoryCgroups,
 ) -> None:
-    cgroup = cgroups.create(uuid.uuid4().hex, None)
-    assert cgroup is not None
+    cgroup = unlimited(cgroups)
     hog = [sys.executable, "-c", "x = b'x' * (200 * 1024 * 1024); print('survived')"]
     with cgroups.spawn_in(cgroup, 32):
         child = subprocess.Popen(hog, stdout=subprocess.PIPE, start_new_session=True)
@@ -87,8 +92,7 @@ def test_a_job_over_its_limit_before_it_is_set_is_told(cgroups: MemoryCgroups) -
     """The job runs unlimited while the spawning thread is in its cgroup: if
     it is already over its limit by the time the limit is set, the spawner
     hears of it (and kills it, as the OOM killer would have)."""
-    cgroup = cgroups.create(uuid.uuid4().hex, None)
-    assert cgroup is not None
+    cgroup = unlimited(cgroups)
     grow = [sys.executable, "-c", "import time; x = b'x' * (64 * 1024 * 1024); time.sleep(60)"]
     child: subprocess.Popen[bytes] | None = None
     with pytest.raises(OverLimit), cgroups.spawn_in(cgroup, 16):
@@ -103,14 +107,12 @@ def test_a_job_over_its_limit_before_it_is_set_is_told(cgroups: MemoryCgroups) -
 def test_a_cgroup_limited_after_its_spawn_is_kept_without_a_limit(
     cgroups: MemoryCgroups,
 ) -> None:
-    cgroup = cgroups.create(uuid.uuid4().hex, None)
-    assert cgroup is not None
+    cgroup = unlimited(cgroups)
     with cgroups.spawn_in(cgroup, 32):
         child = subprocess.Popen(["true"])
     child.wait()
     assert limit_of(cgroup) == 32 * MIB
     cgroups.release(cgroup)
-    again = cgroups.create(uuid.uuid4().hex, None)
-    assert again is not None
+    again = unlimited(cgroups)
     assert not cgroup.exists()  # the spare was renamed into place
     assert limit_of(again) > 1 << 50

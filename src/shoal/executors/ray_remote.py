@@ -286,22 +286,23 @@ def run_attempt(
         }
     workdir = _make_workdir(task_id)
     cgroups = _cgroups() if memory_mib else None
-    # Where one thread can join a cgroup (v1), this one does for the spawn
-    # and the limit is set after it (`spawn_in`); else an `sh` joins it.
-    joins = cgroups is not None and cgroups.threads_movable
-    cgroup = cgroups.create(task_id, None if joins else memory_mib) if cgroups else None
-    joins = joins and cgroup is not None
-    argv = ["sh", "-c", JOIN_CGROUP, str(cgroup), *command] if cgroup and not joins else command
+    cgroup: Path | None = None
+    argv = command
+    spawning: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+    if cgroups is not None and memory_mib:
+        # Where one thread can join a cgroup (v1), this one does for the
+        # spawn and the limit is set after it (`spawn_in`); else an `sh` joins it.
+        joins = cgroups.threads_movable
+        cgroup = cgroups.create(task_id, None if joins else memory_mib)
+        if cgroup is not None and joins:
+            spawning = cgroups.spawn_in(cgroup, memory_mib)
+        elif cgroup is not None:
+            argv = ["sh", "-c", JOIN_CGROUP, str(cgroup), *command]
     # As seen on the node: the attempt's startedAt (taken before the spawn,
     # as the job may run before Popen returns).
     began = _now_ms()
     over = False
     try:
-        spawning = (
-            cgroups.spawn_in(cgroup, memory_mib)
-            if joins and cgroups and cgroup and memory_mib
-            else contextlib.nullcontext()
-        )
         try:
             with spawning:
                 proc = subprocess.Popen(
@@ -711,7 +712,8 @@ class Dispatcher:
         # Made once: each new remote function is exported to the cluster anew.
         self.task = ray.remote(run_attempt)
         self.batch = ray.remote(run_batch)
-        self.batch_shapes: dict[Shape, Any] = {}
+        self.task_shapes: dict[Shape, Any] = {}  # `task` with each shape's options
+        self.batch_shapes: dict[Shape, Any] = {}  # `batch` likewise
         # Plain attempts (no container, no placement group) by shape: those
         # waiting here, and the tasks and batches of each shape in Ray.
         self.queued: dict[Shape, collections.deque[tuple[str, _Run, dict[str, Any]]]] = {}
@@ -833,18 +835,25 @@ class Dispatcher:
 
     async def _submit_task(self, task_id: str, run: _Run, request: dict[str, Any]) -> None:
         """An attempt with a container or of a multi-node job, as a task of its own."""
-        options = _options(_shape(request))
+        shape = _shape(request)
+        remote = self.task_shapes.get(shape)
+        if remote is None:
+            # Options are costly to apply per call, and a queue's jobs mostly
+            # share one shape.
+            remote = self.task_shapes[shape] = self.task.options(**_options(shape))
         group = request.get("group")
         if group is not None:
             pg = await self._placement_group(group, request["bundles"])
             from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-            options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+            strategy = PlacementGroupSchedulingStrategy(
                 placement_group=pg, placement_group_bundle_index=request["bundle"]
             )
+            # A placement of its own: options for this task alone.
+            remote = self.task.options(**_options(shape), scheduling_strategy=strategy)
             self.groups[group][1].add(task_id)
             run.group = group
-        run.ref = self.task.options(**options).remote(
+        run.ref = remote.remote(
             self.me,
             task_id,
             request["command"],
