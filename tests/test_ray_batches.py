@@ -239,6 +239,11 @@ def test_a_stream_of_short_jobs_runs_in_batches_each_job_once_with_its_own_resul
     batch = server.client("batch")
     logs = server.client("logs")
     env = ray_queue(batch, ray_cluster.address, managed_vcpus=None)
+    # A stream arrives faster than the cluster ends jobs, so a queue builds up
+    # in the dispatcher; submitted one by one from here, the jobs might not
+    # (under load each submit may take longer than a job). So: hold them in
+    # RUNNABLE behind a disabled compute environment, then let them all go.
+    batch.update_compute_environment(computeEnvironment=env["queue"], state="DISABLED")
     jobs = {}
     for n in range(80):
         jobs[n] = batch.submit_job(
@@ -251,11 +256,21 @@ def test_a_stream_of_short_jobs_runs_in_batches_each_job_once_with_its_own_resul
             },
         )["jobId"]
 
-    def finished() -> list[dict[str, Any]] | None:
+    def described() -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
         ids = list(jobs.values())
         for i in range(0, len(ids), 100):
             found += batch.describe_jobs(jobs=ids[i : i + 100])["jobs"]
+        return found
+
+    def held() -> bool:
+        return all(j["status"] == "RUNNABLE" for j in described())
+
+    wait_until(held, timeout=60, what="jobs to be RUNNABLE")
+    batch.update_compute_environment(computeEnvironment=env["queue"], state="ENABLED")
+
+    def finished() -> list[dict[str, Any]] | None:
+        found = described()
         done = all(j["status"] in ("SUCCEEDED", "FAILED") for j in found)
         return found if done else None
 
