@@ -1,10 +1,11 @@
 """Batches on the ray executor, on a real three-node Ray cluster on loopback.
 
-While a shape's attempts run short, the dispatcher sends them to Ray a few
-at a time in one streaming task (`run_batch`), which runs them one after
-another and sends their results a few at a time. These tests drive that
-task and a dispatcher of their own directly from this process (a Ray
-driver for the module), and a stream of jobs through a shoal server."""
+While a shape's attempts run short, the dispatcher's runners (streaming
+tasks holding one attempt's resources, `run_runner`) take them a few at a
+time and run them one after another as a batch (`run_batch`), sending their
+results a few at a time. These tests drive a batch task and a dispatcher of
+their own directly from this process (a Ray driver for the module), and a
+stream of jobs through a shoal server."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from engine_support import (
     wait_until,
 )
 from ray_support import HEAD_IP, RayCluster, in_ray_group, needs_ray, ray_cluster  # noqa: F401
-from test_ray_executor import ray_queue
+from test_ray_executor import cluster, lose_node_of, ray_queue  # noqa: F401  (a fixture)
 
 pytestmark = [needs_ray, in_ray_group]
 
@@ -170,9 +171,9 @@ def test_a_dispatcher_batches_short_attempts_runs_each_once_and_resubmits_those_
 ) -> None:
     d = primed_dispatcher(ray)
     before = ray.get(d.counts.remote())
-    # Twelve at once, on four CPUs: five batches may be in Ray, so the first
-    # takes three (12 / 5, rounded up): a long attempt, then two that its
-    # batch will not start, being past its span by then.
+    # Twelve at once, on four CPUs: four runners take a share each, so the
+    # first takes three (12 / 4): a long attempt, then two that its batch
+    # will not start, being past its span by then.
     marks = [tmp_path / f"ran-{i}" for i in range(12)]
     requests = [
         (f"a{i}", attempt(sh(f"{'sleep 0.8; ' if i == 0 else ''}echo ran >> {mark}")))
@@ -191,7 +192,7 @@ def test_a_stopped_attempt_still_waiting_in_the_dispatcher_never_runs(
     ray: Any, tmp_path: Path
 ) -> None:
     d = primed_dispatcher(ray)
-    # Sixty at once: five batches of eight go to Ray, the rest wait.
+    # Sixty at once: four runners take eight each, the rest wait.
     marks = [tmp_path / f"ran-{i}" for i in range(60)]
     requests = [(f"s{i}", attempt(["touch", str(mark)])) for i, mark in enumerate(marks)]
     ray.get(d.submit.remote(requests))
@@ -201,6 +202,44 @@ def test_a_stopped_attempt_still_waiting_in_the_dispatcher_never_runs(
     assert not marks[59].exists()
     assert all(exits[f"s{i}"].get("code") == 0 for i in range(59)), exits
     assert all(mark.exists() for mark in marks[:59])
+
+
+def test_runners_free_their_resources_once_they_have_nothing_to_run(ray: Any) -> None:
+    d = primed_dispatcher(ray)
+    before = ray.get(d.counts.remote())
+    exits = run_all(ray, d, [(uuid.uuid4().hex, attempt(["true"])) for _ in range(40)])
+    assert all(e.get("code") == 0 for e in exits.values()), exits
+    after = ray.get(d.counts.remote())
+    # They ran in runners (no task of their own), which then ended: the
+    # cluster's four CPUs are all free again.
+    assert after.get("tasks", 0) == before.get("tasks", 0), (before, after)
+    assert after["batched"] > before["batched"], (before, after)
+    wait_until(
+        lambda: ray.available_resources().get("CPU") == 4.0,
+        timeout=30,
+        what="the runners to end",
+    )
+
+
+def test_an_attempt_a_runner_took_ends_as_a_lost_host_when_its_node_dies(
+    ray: Any,
+    cluster: RayCluster,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    d = primed_dispatcher(ray)
+    before = ray.get(d.counts.remote())
+    pid_file, gate = tmp_path / "pid", tmp_path / "go"
+    held = sh(f"echo $$ > {pid_file}; until [ -e {gate} ]; do sleep 0.05; done")
+    task = uuid.uuid4().hex  # unique, as shoal's are: it names the working directory
+    ray.get(d.submit.remote([(task, attempt(held))]))
+    pid = read_pid(pid_file, timeout=60)
+    after = ray.get(d.counts.remote())
+    assert after.get("tasks", 0) == before.get("tasks", 0), (before, after)  # in a runner
+    ip = lose_node_of(cluster, pid)
+    wait_gone(pid, timeout=30)  # no orphan
+    exits = collect(ray, d, [task])
+    assert set(exits[task]) == {"node_lost"}, exits
+    assert ip in ("127.0.0.3", "127.0.0.4")
 
 
 def test_a_stopped_attempt_still_waiting_in_ray_never_runs(ray: Any, tmp_path: Path) -> None:

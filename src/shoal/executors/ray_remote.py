@@ -66,7 +66,7 @@ import ray
 from shoal.executors.cgroups import MemoryCgroups, OverLimit, oom_kill_logged
 from shoal.executors.which import CachedWhich
 
-PROTOCOL = 7  # part of the dispatcher's name: a new protocol gets a new dispatcher
+PROTOCOL = 8  # part of the dispatcher's name: a new protocol gets a new dispatcher
 NAMESPACE = "shoal"  # the Ray namespace of the dispatchers' names
 
 # The watchdog's grandchild (`sh -c WATCHDOG sh GROUPS_FILE`): on SIGHUP, its
@@ -114,6 +114,10 @@ _BATCH_SPAN = 0.5
 _RESULTS_GAP = 0.01  # seconds a batch holds a result to send it with the next ones
 _CANCEL_STEP = 0.1  # seconds a batch waits on its attempt between looks for a cancel
 _RUN_MS_WEIGHT = 0.2  # of the newest run time in the moving average
+# How long a runner (`run_runner`) waits for attempts to arrive before it
+# ends and frees its resources: long enough to span the engine's round trips
+# in a stream, short enough to give them up soon after it.
+_RUNNER_IDLE = 0.2
 _RESOURCES_TTL = 2.0  # seconds the cluster's resources are taken as known
 _OOM_FLAG_SECONDS = 2.0  # how long a SIGKILLed container's OOM kill is looked for
 
@@ -420,6 +424,40 @@ def _runner() -> concurrent.futures.ThreadPoolExecutor:
     )
 
 
+def run_runner(dispatcher: DispatcherRef, runner: str) -> Iterator[list[dict[str, Any]]]:
+    """The Ray task of a runner (a streaming generator): while its shape's
+    attempts run short, it takes a few at a time from the dispatcher and runs
+    them as a batch does (`run_batch`), in the resources it holds, until the
+    dispatcher has had nothing for it for _RUNNER_IDLE. Their results, in
+    order, a few at a time.
+
+    A task per batch costs a worker lease from a raylet and a task's
+    scheduling, which for jobs of a few milliseconds is most of their cost; a
+    runner pays them once for a stream. Ray places it and holds its
+    resources as for any task (so the cluster's other users, and the
+    autoscaler, see them taken), and its worker goes back to Ray's pool when
+    it ends.
+
+    It ends early, too, when a batch stopped past its span (it met a long
+    attempt): the dispatcher queues what it had taken and not run again."""
+    take = _dispatcher(dispatcher).take
+    where: dict[str, Any] | None = {
+        "node": ray.get_runtime_context().get_node_id(),
+        "ip": ray.util.get_node_ip_address(),  # type: ignore[no-untyped-call]
+    }
+    while True:
+        attempts: list[Attempt] = ray.get(take.remote(runner, where))
+        where = None  # said once
+        if not attempts:
+            return
+        ran = 0
+        for results in run_batch(dispatcher, attempts):
+            ran += len(results)
+            yield results
+        if ran < len(attempts):
+            return
+
+
 def _make_workdir(task_id: str) -> str:
     """The attempt's own empty working directory, named by its task id
     (unique, and never run twice: Ray's retries are off)."""
@@ -701,6 +739,16 @@ class _Run:
         self.queued = False  # waiting in the dispatcher for a batch or a task
 
 
+class _Runner:
+    """The dispatcher's record of one runner (`run_runner`)."""
+
+    def __init__(self, shape: Shape) -> None:
+        self.shape = shape
+        self.taken: collections.deque[tuple[str, _Run, dict[str, Any]]] = collections.deque()
+        self.where: dict[str, Any] | None = None  # its node, once it said
+        self.ended = False  # it was given nothing: it ends
+
+
 class Dispatcher:
     """Owns the attempts' tasks; shoal calls it, and so do the tasks."""
 
@@ -712,12 +760,17 @@ class Dispatcher:
         # Made once: each new remote function is exported to the cluster anew.
         self.task = ray.remote(run_attempt)
         self.batch = ray.remote(run_batch)
+        self.runner = ray.remote(run_runner)
         self.task_shapes: dict[Shape, Any] = {}  # `task` with each shape's options
         self.batch_shapes: dict[Shape, Any] = {}  # `batch` likewise
+        self.runner_shapes: dict[Shape, Any] = {}  # `runner` likewise
+        self.runners: dict[str, _Runner] = {}  # by id, until they end
+        self.running: collections.Counter[Shape] = collections.Counter()  # runners by shape
+        self.idle: collections.Counter[Shape] = collections.Counter()  # those waiting in `take`
+        self.arrived: dict[Shape, asyncio.Event] = {}  # set for them when attempts arrive
         # Plain attempts (no container, no placement group) by shape: those
-        # waiting here, and the tasks and batches of each shape in Ray.
+        # waiting here for a runner's call or a task.
         self.queued: dict[Shape, collections.deque[tuple[str, _Run, dict[str, Any]]]] = {}
-        self.in_ray: collections.Counter[Shape] = collections.Counter()
         self.run_ms: dict[Shape, float] = {}  # moving average of attempts' run times
         self.resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
         self.resources_at = time.monotonic()
@@ -760,36 +813,64 @@ class Dispatcher:
         self._notify()
 
     def _release(self, shape: Shape) -> None:
-        """Send queued plain attempts of `shape` to Ray, always through
-        `run_batch` (one function, so that Ray's leases of workers for the
-        shape serve them all): each in a task of its own while the shape's
-        attempts run long; while they are short, in batches, with as many in
-        Ray as the cluster runs at once and a quarter more (so that most
-        that end are followed at once on their worker), the rest waiting
-        here and making the next batches longer."""
+        """Send queued plain attempts of `shape` to Ray: each in a task of its
+        own (`run_batch`) while the shape's attempts run long; while they are
+        short, to the shape's runners (`run_runner`), which take them a few
+        at a time: a waiting runner is woken, or runners are started, as many
+        as the cluster runs at once."""
         queue = self.queued.get(shape)
         if not queue:
             return
-        short = self.run_ms.get(shape, _SHORT_MS) < _SHORT_MS
-        width = self._width(shape)
-        limit = width + -(-width // 4)  # a quarter more, rounded up
-        while queue and (not short or self.in_ray[shape] < limit):
-            take = 1
-            if short:
-                room = limit - self.in_ray[shape]
-                take = min(_BATCH_ATTEMPTS, len(queue), -(-len(queue) // room))
-            items = [queue.popleft() for _ in range(take)]
-            for _, run, _ in items:
-                run.queued = False
-            self.in_ray[shape] += 1
-            self.counted["tasks" if take == 1 else "batches"] += 1
-            self.counted["batched"] += take if take > 1 else 0
-            try:
-                self._submit_batch(items, shape)
-            except Exception as e:  # e.g. arguments that do not pickle
-                self.in_ray[shape] -= 1
-                for _, run, _ in items:
-                    self._end(run, {"lost": f"{type(e).__name__}: {e}"[:500]})
+        if self.run_ms.get(shape, _SHORT_MS) >= _SHORT_MS:
+            while queue:
+                self._send_task(queue.popleft(), shape)
+            return
+        idle = self.idle[shape]
+        if idle:
+            self.arrived.setdefault(shape, asyncio.Event()).set()
+        for _ in range(min(self._width(shape) - self.running[shape], len(queue) - idle)):
+            self._start_runner(shape)
+
+    def _send_task(self, item: tuple[str, _Run, dict[str, Any]], shape: Shape) -> None:
+        """A plain attempt to Ray in a task of its own."""
+        task_id, run, request = item
+        run.queued = False
+        self.counted["tasks"] += 1
+        remote = self.batch_shapes.get(shape)
+        if remote is None:
+            options = {**_options(shape), "num_returns": "streaming"}
+            remote = self.batch_shapes[shape] = self.batch.options(**options)
+        attempt = (task_id, request["command"], request["environment"], request.get("memory_mib"))
+        try:
+            run.ref = remote.remote(self.me, [attempt])  # cancelled while it waits in Ray
+        except Exception as e:  # e.g. arguments that do not pickle
+            self._end(run, {"lost": f"{type(e).__name__}: {e}"[:500]})
+            return
+        follow = self._follow_batch(collections.deque([item]), run.ref, shape)
+        asyncio.get_running_loop().create_task(follow)
+
+    def _start_runner(self, shape: Shape) -> None:
+        remote = self.runner_shapes.get(shape)
+        if remote is None:
+            options = {**_options(shape), "num_returns": "streaming"}
+            remote = self.runner_shapes[shape] = self.runner.options(**options)
+        runner_id = uuid.uuid4().hex
+        runner = self.runners[runner_id] = _Runner(shape)
+        self.running[shape] += 1
+        self.counted["runners"] += 1
+        try:
+            results = remote.remote(self.me, runner_id)
+        except Exception:
+            self._runner_ended(runner_id)
+            raise
+        follow = self._follow_batch(runner.taken, results, shape, runner_id)
+        asyncio.get_running_loop().create_task(follow)
+
+    def _runner_ended(self, runner_id: str) -> None:
+        runner = self.runners.pop(runner_id, None)
+        if runner is not None and not runner.ended:
+            runner.ended = True
+            self.running[runner.shape] -= 1
 
     def _width(self, shape: Shape) -> int:
         """How many attempts of `shape` the whole cluster runs at once (at
@@ -812,20 +893,6 @@ class Dispatcher:
             self.reading_resources = False
         for shape in list(self.queued):
             self._release(shape)
-
-    def _submit_batch(self, items: list[tuple[str, _Run, dict[str, Any]]], shape: Shape) -> None:
-        remote = self.batch_shapes.get(shape)
-        if remote is None:
-            options = {**_options(shape), "num_returns": "streaming"}
-            remote = self.batch_shapes[shape] = self.batch.options(**options)
-        attempts = [
-            (task_id, r["command"], r["environment"], r.get("memory_mib"))
-            for task_id, _, r in items
-        ]
-        results = remote.remote(self.me, attempts)
-        if len(items) == 1:
-            items[0][1].ref = results  # cancelled while it waits in Ray
-        asyncio.get_running_loop().create_task(self._follow_batch(items, results, shape))
 
     async def _submit(self, task_id: str, run: _Run, request: dict[str, Any]) -> None:
         try:
@@ -971,12 +1038,49 @@ class Dispatcher:
         return self.incarnation
 
     async def counts(self) -> dict[str, int]:
-        """How plain attempts went to Ray: in `tasks` of their own (batches
-        of one), in `batches` of several (`batched` attempts), and how many
-        a batch ended without starting (`again`: submitted again)."""
+        """How plain attempts went to Ray: in `tasks` of their own, or to
+        `runners` (started), which took them one at a time (`singles`) or in
+        `batches` of several (`batched` attempts); and how many a batch ended
+        without starting (`again`: queued again)."""
         return dict(self.counted)
 
     # -- called by the tasks --------------------------------------------------
+    async def take(self, runner_id: str, where: dict[str, Any] | None) -> list[Attempt]:
+        """A runner's next attempts (and, the first time, where it runs): a
+        share of those queued for its shape, at most _BATCH_ATTEMPTS; waits up
+        to _RUNNER_IDLE for some to arrive. None: the runner ends."""
+        runner = self.runners.get(runner_id)
+        if runner is None or runner.ended:
+            return []
+        runner.where = runner.where or where
+        shape = runner.shape
+        queue = self.queued.get(shape)
+        if not queue:
+            self.idle[shape] += 1
+            try:
+                deadline = time.monotonic() + _RUNNER_IDLE
+                while not queue and time.monotonic() < deadline:
+                    arrived = self.arrived.setdefault(shape, asyncio.Event())
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(arrived.wait(), deadline - time.monotonic())
+                    arrived.clear()
+                    queue = self.queued.get(shape)
+            finally:
+                self.idle[shape] -= 1
+            if not queue:
+                self._runner_ended(runner_id)
+                return []
+            if self.idle[shape]:  # more for the others waiting
+                self.arrived[shape].set()
+        share = -(-len(queue) // max(1, self.running[shape]))
+        items = [queue.popleft() for _ in range(min(_BATCH_ATTEMPTS, len(queue), share))]
+        self.counted["batches" if len(items) > 1 else "singles"] += 1
+        self.counted["batched"] += len(items) if len(items) > 1 else 0
+        for item in items:
+            item[1].queued = False
+            runner.taken.append(item)
+        return [(t, r["command"], r["environment"], r.get("memory_mib")) for t, _, r in items]
+
     async def watch(self, task_id: str, info: dict[str, Any]) -> float | None:
         """The task says where it runs, then waits here: the grace period
         once a stop is requested, None once the attempt has ended."""
@@ -1012,38 +1116,46 @@ class Dispatcher:
             self._finish(run, result, None)
 
     async def _follow_batch(
-        self, items: list[tuple[str, _Run, dict[str, Any]]], results: Any, shape: Shape
+        self,
+        items: collections.deque[tuple[str, _Run, dict[str, Any]]],
+        results: Any,
+        shape: Shape,
+        runner_id: str | None = None,
     ) -> None:
-        """Until the batch ends: each result is an attempt's exit. Attempts
-        it did not start are queued again, ahead of the rest."""
-        where: dict[str, Any] | None = None  # the batch's node, once a result says
-        done = 0
+        """Until a task of one attempt, or a runner, ends: each result is the
+        exit of the first of `items` (the attempts it has, which a runner's
+        takes add to). Attempts it did not start are queued again, ahead of
+        the rest."""
+        runner = self.runners.get(runner_id) if runner_id is not None else None
+        where: dict[str, Any] | None = None  # its node, once a result says
         try:
             async for ref in results:
                 for result in await ref:
                     where = where or {"node": result.get("node"), "ip": result.get("ip")}
-                    self._finish(items[done][1], result, shape)
-                    done += 1
+                    self._finish(items.popleft()[1], result, shape)
         except Exception as e:
-            rest = [run for _, run, _ in items[done:]]
+            rest = [run for _, run, _ in items]
+            items.clear()
             for run in rest:
-                run.info = run.info or where
+                run.info = run.info or where or (runner.where if runner is not None else None)
             ended = await self._lost(rest[0], e) if rest else {}
             for run in rest:
                 self._end(run, ended)
         else:
             again = collections.deque[tuple[str, _Run, dict[str, Any]]]()
-            for task_id, run, request in items[done:]:
+            for task_id, run, request in items:
                 if run.stop_grace is not None:
                     self._end(run, {"cancelled": True})
                 else:
                     run.queued = True
                     again.append((task_id, run, request))
+            items.clear()
             self.counted["again"] += len(again)
             queue = self.queued.setdefault(shape, collections.deque())
             queue.extendleft(reversed(again))
         finally:
-            self.in_ray[shape] -= 1
+            if runner_id is not None:
+                self._runner_ended(runner_id)
             self._release(shape)
 
     def _finish(self, run: _Run, result: dict[str, Any], shape: Shape | None) -> None:
