@@ -4,27 +4,29 @@ It is shipped to the cluster by value (cloudpickle), so the cluster's nodes
 need Ray and nothing of shoal: this module imports only the standard
 library, ray, `cgroups` and `which` (shipped by value too).
 
-Three parts:
+Four parts:
 - `Dispatcher`, a detached actor (one per shoal installation and cluster).
-  It submits the attempts as Ray tasks (one each, or a few in a batch) and
-  owns them. Ray kills a task whose owner dies, and a driver's tasks die
-  with the driver; owned by a detached actor, attempts outlive a shoal
-  server that is killed or restarted, and the next one finds them again by
-  task id. It also holds each attempt's output until shoal has stored it,
-  and its exit.
+  It submits the attempts as Ray tasks (one each, or a few at a time to a
+  runner) and owns them. Ray kills a task whose owner dies, and a driver's
+  tasks die with the driver; owned by a detached actor, attempts outlive a
+  shoal server that is killed or restarted, and the next one finds them
+  again by task id. It also holds each attempt's output until shoal has
+  stored it, and its exit.
 - `run_attempt`, the task of an attempt in a container or of a multi-node
   job, and the body of every other: starts the command in its own process
   group (and memory cgroup), streams its output lines (timestamped on the
   node) to the dispatcher, obeys stop requests (SIGTERM, grace, SIGKILL to
   the group) and returns the exit status.
-- `run_batch`, the task of plain attempts (no container, not of a
-  multi-node job): one at a time, or a few of one shape while its attempts
-  run short, one after another in the resources the task holds, each as
-  `run_attempt` runs it, their results sent a few at a time (a Ray
-  streaming generator). Ray itself runs tasks of one shape in turn on a
-  leased worker; a batch does the same with one task's overhead for
-  several attempts, which for jobs of a few milliseconds is most of their
-  cost.
+- `run_batch`, the task of one plain attempt (no container, not of a
+  multi-node job) while its shape's attempts run long, and the body of a
+  runner's batches: attempts one after another in the resources the task
+  holds, each as `run_attempt` runs it, their results sent a few at a time
+  (a Ray streaming generator).
+- `run_runner`, the task of a runner, while a shape's attempts run short:
+  it takes a few at a time from the dispatcher and runs them as a batch,
+  until the dispatcher has none for it. A task costs a worker lease and its
+  scheduling, which for jobs of a few milliseconds is most of their cost; a
+  runner pays them once for a stream of them.
 
 Calls per attempt are few, since they are most of its cost: shoal's launch
 (answered once the task runs), the task's one `watch` call (saying where it
@@ -104,9 +106,9 @@ _MAX_BATCH = 1 << 20  # or when this many bytes are waiting
 _HELD_LIMIT = 8 << 20  # per attempt, output the dispatcher holds before the job waits
 # Batches. Attempts of a shape are batched while that shape's recent attempts
 # averaged under _SHORT_MS (an exponential moving average over their run
-# times); a batch takes at most _BATCH_ATTEMPTS, and starts none later than
-# _BATCH_SPAN seconds after its own start (the dispatcher submits the rest
-# again), so that a long job met in a stream of short ones holds back the
+# times): a runner takes at most _BATCH_ATTEMPTS at a time, and its batch
+# starts none later than _BATCH_SPAN seconds after its own start (the runner
+# ends, and the dispatcher queues the rest again), so that a long job met in a stream of short ones holds back the
 # attempts behind it for no longer than that.
 _SHORT_MS = 50.0
 _BATCH_ATTEMPTS = 8
@@ -362,8 +364,8 @@ Attempt = tuple[str, list[str], dict[str, str], "int | None"]  # task id, comman
 
 
 def run_batch(dispatcher: DispatcherRef, attempts: list[Attempt]) -> Iterator[list[dict[str, Any]]]:
-    """The Ray task of plain attempts of one shape, one or a batch of short
-    ones (a streaming generator): their results as `run_attempt` gives them,
+    """The Ray task of one plain attempt, and the body of a runner's batches
+    of a few (a streaming generator): their results as `run_attempt` gives them,
     in order, a few at a time. Each item reaching the dispatcher costs it
     about as much as a short job, so results are held for up to
     _RESULTS_GAP and go together (an attempt runs on a thread of its own
@@ -371,7 +373,7 @@ def run_batch(dispatcher: DispatcherRef, attempts: list[Attempt]) -> Iterator[li
 
     It starts no attempt after the first once it has run for _BATCH_SPAN, or
     once its raylet is gone (the worker's parent changed): it ends, and the
-    dispatcher, having had no result for the rest, submits them again."""
+    dispatcher, having had no result for the rest, queues them again."""
     raylet = os.getppid()
     began = time.monotonic()
     held: list[dict[str, Any]] = []
