@@ -108,8 +108,9 @@ _HELD_LIMIT = 8 << 20  # per attempt, output the dispatcher holds before the job
 # averaged under _SHORT_MS (an exponential moving average over their run
 # times): a runner takes at most _BATCH_ATTEMPTS at a time, and its batch
 # starts none later than _BATCH_SPAN seconds after its own start (the runner
-# ends, and the dispatcher queues the rest again), so that a long job met in a stream of short ones holds back the
-# attempts behind it for no longer than that.
+# ends, and the dispatcher queues the rest again), so that a long job met in
+# a stream of short ones holds back the attempts behind it for no longer
+# than that.
 _SHORT_MS = 50.0
 _BATCH_ATTEMPTS = 8
 _BATCH_SPAN = 0.5
