@@ -742,6 +742,17 @@ class _Run:
         self.queued = False  # waiting in the dispatcher for a batch or a task
 
 
+# The dispatcher's methods called per job or per batch record no task events
+# (each would be one more message to the GCS, for calls nobody looks up):
+# most of a short job's cost is such per-call work.
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _quiet(method: _F) -> _F:
+    quiet: _F = ray.method(enable_task_events=False)(method)  # (sets an attribute)
+    return quiet
+
+
 class _Runner:
     """The dispatcher's record of one runner (`run_runner`)."""
 
@@ -755,7 +766,8 @@ class _Runner:
 class Dispatcher:
     """Owns the attempts' tasks; shoal calls it, and so do the tasks."""
 
-    def __init__(self) -> None:
+    def __init__(self, short_ms: float = _SHORT_MS) -> None:
+        self.short_ms = short_ms  # (tests on a loaded machine pass more)
         self.incarnation = uuid.uuid4().hex
         self.runs: dict[str, _Run] = {}
         self.refused: set[str] = set()  # task ids a recovering engine declared never started
@@ -790,6 +802,7 @@ class Dispatcher:
         self._changed = asyncio.Event()
 
     # -- called by shoal ------------------------------------------------------
+    @_quiet
     async def submit(self, requests: list[tuple[str, dict[str, Any]]]) -> None:
         """Submit attempts (each once: a task id seen before is ignored).
         Where each runs, or why it did not start, comes through `poll`."""
@@ -824,7 +837,7 @@ class Dispatcher:
         queue = self.queued.get(shape)
         if not queue:
             return
-        if self.run_ms.get(shape, _SHORT_MS) >= _SHORT_MS:
+        if self.run_ms.get(shape, self.short_ms) >= self.short_ms:
             while queue:
                 self._send_task(queue.popleft(), shape)
             return
@@ -945,6 +958,7 @@ class Dispatcher:
         await pg.ready()
         return pg
 
+    @_quiet
     async def poll(
         self,
         interest: dict[str, list[Any]],
@@ -1023,6 +1037,7 @@ class Dispatcher:
             return None
         return {"incarnation": self.incarnation, "info": run.info}
 
+    @_quiet
     async def forget(self, task_ids: list[str]) -> None:
         """Drop finished attempts whose exits shoal has recorded."""
         for task_id in task_ids:
@@ -1048,10 +1063,11 @@ class Dispatcher:
         return dict(self.counted)
 
     # -- called by the tasks --------------------------------------------------
+    @_quiet
     async def take(self, runner_id: str, where: dict[str, Any] | None) -> list[Attempt]:
         """A runner's next attempts (and, the first time, where it runs): a
         share of those queued for its shape, at most _BATCH_ATTEMPTS; waits up
-        to _RUNNER_IDLE for some to arrive. None: the runner ends."""
+        to _RUNNER_IDLE for some to arrive. Nothing: the runner ends."""
         runner = self.runners.get(runner_id)
         if runner is None or runner.ended:
             return []
@@ -1084,6 +1100,7 @@ class Dispatcher:
             runner.taken.append(item)
         return [(t, r["command"], r["environment"], r.get("memory_mib")) for t, _, r in items]
 
+    @_quiet
     async def watch(self, task_id: str, info: dict[str, Any]) -> float | None:
         """The task says where it runs, then waits here: the grace period
         once a stop is requested, None once the attempt has ended."""
@@ -1096,6 +1113,7 @@ class Dispatcher:
         await run.stop_or_end.wait()
         return run.stop_grace if run.exit is None else None
 
+    @_quiet
     async def output(self, task_id: str, lines: list[tuple[int, str]]) -> None:
         run = self.runs.get(task_id)
         if run is None:
