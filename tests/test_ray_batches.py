@@ -224,6 +224,29 @@ def test_runners_free_their_resources_once_they_have_nothing_to_run(ray: Any) ->
     )
 
 
+def test_attempts_go_in_tasks_of_their_own_when_a_runner_fails_before_taking_any(
+    ray: Any,
+) -> None:
+    # A dispatcher without a name: its runners cannot look it up, and fail
+    # before they take anything. Its attempts must still run (each in a task
+    # of its own, which needs no dispatcher for a quick job), not wait for
+    # runners that fail again and again.
+    from shoal.executors import ray_remote
+
+    d = (
+        ray.remote(ray_remote.Dispatcher)
+        .options(num_cpus=0, max_concurrency=1000, resources={f"node:{HEAD_IP}": 0.001})
+        .remote(1000.0)
+    )
+    first = run_all(ray, d, [(uuid.uuid4().hex, attempt(["true"])) for _ in range(4)])
+    assert all(e.get("code") == 0 for e in first.values()), first  # tasks: no run time known yet
+    exits = run_all(ray, d, [(uuid.uuid4().hex, attempt(["true"])) for _ in range(12)])
+    assert all(e.get("code") == 0 for e in exits.values()), exits
+    counts = ray.get(d.counts.remote())
+    assert counts.get("runner_failures", 0) >= 1, counts
+    assert counts["tasks"] == 16, counts
+
+
 def test_an_attempt_a_runner_took_ends_as_a_lost_host_when_its_node_dies(
     ray: Any,
     cluster: RayCluster,  # noqa: F811

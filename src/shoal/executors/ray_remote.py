@@ -760,6 +760,7 @@ class _Runner:
         self.shape = shape
         self.taken: collections.deque[tuple[str, _Run, dict[str, Any]]] = collections.deque()
         self.where: dict[str, Any] | None = None  # its node, once it said
+        self.took = 0  # attempts it has taken
         self.ended = False  # it was given nothing: it ends
 
 
@@ -1095,6 +1096,7 @@ class Dispatcher:
         items = [queue.popleft() for _ in range(min(_BATCH_ATTEMPTS, len(queue), share))]
         self.counted["batches" if len(items) > 1 else "singles"] += 1
         self.counted["batched"] += len(items) if len(items) > 1 else 0
+        runner.took += len(items)
         for item in items:
             item[1].queued = False
             runner.taken.append(item)
@@ -1155,6 +1157,14 @@ class Dispatcher:
                     where = where or {"node": result.get("node"), "ip": result.get("ip")}
                     self._finish(items.popleft()[1], result, shape)
         except Exception as e:
+            if runner is not None and not runner.took:
+                # A runner that failed before taking anything (it could not
+                # reach its dispatcher, say) would fail again: what waits
+                # goes in tasks of its own, each ending with its own error.
+                self.counted["runner_failures"] += 1
+                queue = self.queued.get(shape)
+                while queue:
+                    self._send_task(queue.popleft(), shape)
             rest = [run for _, run, _ in items]
             items.clear()
             for run in rest:
