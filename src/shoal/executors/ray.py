@@ -11,10 +11,10 @@ submitted and owned by a detached dispatcher actor (see `ray_remote.py`),
 so attempts outlive a restarted or killed shoal server, which finds them
 again by task id. (A stream of short attempts of one shape goes to
 runners, tasks that each run a few at a time until the stream ends: see
-`ray_remote.run_runner`.) Output comes
-back through the dispatcher while the job runs, into shoal's log store; how
-much of it is stored already is kept in a small file per attempt, so a
-reattaching server neither loses nor repeats lines.
+`ray_remote.run_runner`.) Output comes back through the dispatcher while
+the job runs, into shoal's log store; how much of it is stored already is
+kept in a small file per attempt, so a reattaching server neither loses
+nor repeats lines.
 
 An attempt whose node dies ends as AWS ends an attempt whose instance went
 away: no exit code, statusReason `Host EC2 (instance <node id>) terminated.`,

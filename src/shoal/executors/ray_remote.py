@@ -757,11 +757,11 @@ class _Runner:
     """The dispatcher's record of one runner (`run_runner`)."""
 
     def __init__(self, shape: Shape) -> None:
+        self.id = uuid.uuid4().hex
         self.shape = shape
         self.taken: collections.deque[tuple[str, _Run, dict[str, Any]]] = collections.deque()
         self.where: dict[str, Any] | None = None  # its node, once it said
         self.took = 0  # attempts it has taken
-        self.ended = False  # it was given nothing: it ends
 
 
 class Dispatcher:
@@ -780,7 +780,7 @@ class Dispatcher:
         self.task_shapes: dict[Shape, Any] = {}  # `task` with each shape's options
         self.batch_shapes: dict[Shape, Any] = {}  # `batch` likewise
         self.runner_shapes: dict[Shape, Any] = {}  # `runner` likewise
-        self.runners: dict[str, _Runner] = {}  # by id, until they end
+        self.runners: dict[str, _Runner] = {}  # by id, until they end (or are told to)
         self.running: collections.Counter[Shape] = collections.Counter()  # runners by shape
         self.idle: collections.Counter[Shape] = collections.Counter()  # those waiting in `take`
         self.arrived: dict[Shape, asyncio.Event] = {}  # set for them when attempts arrive
@@ -853,13 +853,10 @@ class Dispatcher:
         task_id, run, request = item
         run.queued = False
         self.counted["tasks"] += 1
-        remote = self.batch_shapes.get(shape)
-        if remote is None:
-            options = {**_options(shape), "num_returns": "streaming"}
-            remote = self.batch_shapes[shape] = self.batch.options(**options)
-        attempt = (task_id, request["command"], request["environment"], request.get("memory_mib"))
+        remote = _shaped(self.batch_shapes, self.batch, shape, num_returns="streaming")
         try:
-            run.ref = remote.remote(self.me, [attempt])  # cancelled while it waits in Ray
+            # (run.ref: cancelled while it waits in Ray)
+            run.ref = remote.remote(self.me, [_attempt(task_id, request)])
         except Exception as e:  # e.g. arguments that do not pickle
             self._end(run, {"lost": f"{type(e).__name__}: {e}"[:500]})
             return
@@ -867,26 +864,21 @@ class Dispatcher:
         asyncio.get_running_loop().create_task(follow)
 
     def _start_runner(self, shape: Shape) -> None:
-        remote = self.runner_shapes.get(shape)
-        if remote is None:
-            options = {**_options(shape), "num_returns": "streaming"}
-            remote = self.runner_shapes[shape] = self.runner.options(**options)
-        runner_id = uuid.uuid4().hex
-        runner = self.runners[runner_id] = _Runner(shape)
+        remote = _shaped(self.runner_shapes, self.runner, shape, num_returns="streaming")
+        runner = _Runner(shape)
+        self.runners[runner.id] = runner
         self.running[shape] += 1
         self.counted["runners"] += 1
         try:
-            results = remote.remote(self.me, runner_id)
+            results = remote.remote(self.me, runner.id)
         except Exception:
-            self._runner_ended(runner_id)
+            self._runner_ended(runner)
             raise
-        follow = self._follow_batch(runner.taken, results, shape, runner_id)
+        follow = self._follow_batch(runner.taken, results, shape, runner)
         asyncio.get_running_loop().create_task(follow)
 
-    def _runner_ended(self, runner_id: str) -> None:
-        runner = self.runners.pop(runner_id, None)
-        if runner is not None and not runner.ended:
-            runner.ended = True
+    def _runner_ended(self, runner: _Runner) -> None:
+        if self.runners.pop(runner.id, None) is not None:
             self.running[runner.shape] -= 1
 
     def _width(self, shape: Shape) -> int:
@@ -920,11 +912,7 @@ class Dispatcher:
     async def _submit_task(self, task_id: str, run: _Run, request: dict[str, Any]) -> None:
         """An attempt with a container or of a multi-node job, as a task of its own."""
         shape = _shape(request)
-        remote = self.task_shapes.get(shape)
-        if remote is None:
-            # Options are costly to apply per call, and a queue's jobs mostly
-            # share one shape.
-            remote = self.task_shapes[shape] = self.task.options(**_options(shape))
+        remote = _shaped(self.task_shapes, self.task, shape)
         group = request.get("group")
         if group is not None:
             pg = await self._placement_group(group, request["bundles"])
@@ -1070,7 +1058,7 @@ class Dispatcher:
         share of those queued for its shape, at most _BATCH_ATTEMPTS; waits up
         to _RUNNER_IDLE for some to arrive. Nothing: the runner ends."""
         runner = self.runners.get(runner_id)
-        if runner is None or runner.ended:
+        if runner is None:  # (it was told to end)
             return []
         runner.where = runner.where or where
         shape = runner.shape
@@ -1088,7 +1076,7 @@ class Dispatcher:
             finally:
                 self.idle[shape] -= 1
             if not queue:
-                self._runner_ended(runner_id)
+                self._runner_ended(runner)
                 return []
             if self.idle[shape]:  # more for the others waiting
                 self.arrived[shape].set()
@@ -1100,7 +1088,7 @@ class Dispatcher:
         for item in items:
             item[1].queued = False
             runner.taken.append(item)
-        return [(t, r["command"], r["environment"], r.get("memory_mib")) for t, _, r in items]
+        return [_attempt(task_id, request) for task_id, _, request in items]
 
     @_quiet
     async def watch(self, task_id: str, info: dict[str, Any]) -> float | None:
@@ -1143,13 +1131,12 @@ class Dispatcher:
         items: collections.deque[tuple[str, _Run, dict[str, Any]]],
         results: Any,
         shape: Shape,
-        runner_id: str | None = None,
+        runner: _Runner | None = None,
     ) -> None:
         """Until a task of one attempt, or a runner, ends: each result is the
         exit of the first of `items` (the attempts it has, which a runner's
         takes add to). Attempts it did not start are queued again, ahead of
         the rest."""
-        runner = self.runners.get(runner_id) if runner_id is not None else None
         where: dict[str, Any] | None = None  # its node, once a result says
         try:
             async for ref in results:
@@ -1185,8 +1172,8 @@ class Dispatcher:
             queue = self.queued.setdefault(shape, collections.deque())
             queue.extendleft(reversed(again))
         finally:
-            if runner_id is not None:
-                self._runner_ended(runner_id)
+            if runner is not None:
+                self._runner_ended(runner)
             self._release(shape)
 
     def _finish(self, run: _Run, result: dict[str, Any], shape: Shape | None) -> None:
@@ -1242,6 +1229,19 @@ Shape = tuple[float, float, int]  # num_cpus, num_gpus, memory (bytes)
 
 def _shape(request: dict[str, Any]) -> Shape:
     return (request["num_cpus"], request["num_gpus"], request.get("memory") or 0)
+
+
+def _attempt(task_id: str, request: dict[str, Any]) -> Attempt:
+    return (task_id, request["command"], request["environment"], request.get("memory_mib"))
+
+
+def _shaped(cache: dict[Shape, Any], function: Any, shape: Shape, **extra: Any) -> Any:
+    """`function` with `shape`'s options (and `extra`), made once per shape:
+    options are costly to apply per call, and a queue's jobs mostly share one."""
+    remote = cache.get(shape)
+    if remote is None:
+        remote = cache[shape] = function.options(**_options(shape), **extra)
+    return remote
 
 
 def _options(shape: Shape) -> dict[str, Any]:
