@@ -224,6 +224,25 @@ def test_runners_free_their_resources_once_they_have_nothing_to_run(ray: Any) ->
     )
 
 
+def test_a_few_slow_attempts_among_short_ones_leave_the_shape_in_runners(ray: Any) -> None:
+    # Whether a shape runs short is the median of its last attempts' run
+    # times: three slow ones, the last to end, among twelve quick ones (as a
+    # loaded node makes of a few `true`s) do not send the next stream to
+    # tasks of their own. (A moving average weighted to the newest, as
+    # before, put the shape at over a second: long.)
+    d = dispatcher(ray)  # short: under a second
+    slow = [(uuid.uuid4().hex, attempt(["sleep", "2.5"])) for _ in range(3)]
+    quick = [(uuid.uuid4().hex, attempt(["true"])) for _ in range(12)]
+    first = run_all(ray, d, slow + quick)  # tasks: no run time known yet
+    assert all(e.get("code") == 0 for e in first.values()), first
+    before = ray.get(d.counts.remote())
+    exits = run_all(ray, d, [(uuid.uuid4().hex, attempt(["true"])) for _ in range(20)])
+    assert all(e.get("code") == 0 for e in exits.values()), exits
+    after = ray.get(d.counts.remote())
+    assert after.get("tasks", 0) == before.get("tasks", 0) == 15, (before, after)
+    assert after.get("runners", 0) > before.get("runners", 0), (before, after)
+
+
 def test_attempts_go_in_tasks_of_their_own_when_a_runner_fails_before_taking_any(
     ray: Any,
 ) -> None:

@@ -50,6 +50,10 @@ class Capacity:
     total: Limits
     biggest: Limits
     admit: Limits
+    # What may be placed at once while the compute environment's attempts
+    # run short (see the engine's `follow_below_ms`): a deeper queue, as a
+    # slot then frees many times during one round trip to the engine.
+    admit_short: Limits | None = None
 
 
 def ce_limits(ce: ComputeEnvironment, host: Limits | None) -> Limits:

@@ -803,6 +803,11 @@ class Engine:
                 if not cluster.biggest.ever_holds(unit):
                     continue  # no node of the cluster could ever hold it
                 limits = cluster.admit
+                if (
+                    cluster.admit_short is not None
+                    and self._run_ms.get(ce.name, math.inf) <= self.follow_below_ms
+                ):
+                    limits = cluster.admit_short
             if not limits.ever_holds(need):
                 continue
             host_ok = not on_host or self.host is None or self.host.holds(self._host_used, need)
@@ -823,8 +828,8 @@ class Engine:
                 return "placed"
             if blocked_by is None:
                 free = describe_free(limits, used)
-                if isinstance(cluster, Capacity) and cluster.admit != cluster.total:
-                    queued = cluster.admit.vcpus - cluster.total.vcpus
+                if isinstance(cluster, Capacity) and limits != cluster.total:
+                    queued = limits.vcpus - cluster.total.vcpus
                     free = (
                         f"{free} (its cluster's {cluster.total.vcpus:g} vCPU, and {queued:g} "
                         "more waiting in the cluster's queue)"

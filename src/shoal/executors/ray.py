@@ -596,9 +596,12 @@ def _bundle(need: dict[str, Any]) -> dict[str, float]:
 
 
 # The least an UNMANAGED compute environment keeps waiting in Ray's queue, in
-# vCPUs: at a few hundred jobs a second, what arrives in a round trip to the
-# engine, with room for Ray's own pending lease requests (ten per task shape).
+# vCPUs: room for Ray's own pending lease requests (ten per task shape); and
+# while its attempts run short, what a few hundred jobs a second free during a
+# round trip to the engine (at 20, runners of `true` ran dry for a third of
+# the time, waiting for the engine to place the next jobs).
 _QUEUED_VCPUS = 20.0
+_QUEUED_SHORT_VCPUS = 60.0
 
 
 def _capacity_of(nodes: list[dict[str, Any]]) -> Capacity:
@@ -617,18 +620,21 @@ def _capacity_of(nodes: list[dict[str, Any]]) -> Capacity:
         gpus=int(max((r.get("GPU", 0.0) for r in alive), default=0.0)),
     )
     total = limits(alive)
+
     # Ray queues tasks beyond its free resources, and the owner of a task that
     # ends gives its worker the next task of the same shape at once, with no
     # new lease from a raylet (which can cost more than the task). So keep a
     # queue as deep as the cluster is wide, and never shallower than what
     # arrives while a freed slot's news travels to the engine and back.
-    factor = 1 + max(1.0, _QUEUED_VCPUS / total.vcpus) if total.vcpus > 0 else 2.0
-    admit = Limits(
-        vcpus=total.vcpus * factor,
-        memory_mib=None if total.memory_mib is None else int(total.memory_mib * factor),
-        gpus=None if total.gpus is None else int(total.gpus * factor),
-    )
-    return Capacity(total, biggest, admit)
+    def deeper(queued: float) -> Limits:
+        factor = 1 + max(1.0, queued / total.vcpus) if total.vcpus > 0 else 2.0
+        return Limits(
+            vcpus=total.vcpus * factor,
+            memory_mib=None if total.memory_mib is None else int(total.memory_mib * factor),
+            gpus=None if total.gpus is None else int(total.gpus * factor),
+        )
+
+    return Capacity(total, biggest, deeper(_QUEUED_VCPUS), deeper(_QUEUED_SHORT_VCPUS))
 
 
 def _reachable(address: str) -> None:

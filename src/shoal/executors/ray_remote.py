@@ -51,8 +51,10 @@ import contextlib
 import ctypes
 import json
 import os
+import select
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -68,7 +70,7 @@ import ray
 from shoal.executors.cgroups import MemoryCgroups, OverLimit, oom_kill_logged
 from shoal.executors.which import CachedWhich
 
-PROTOCOL = 8  # part of the dispatcher's name: a new protocol gets a new dispatcher
+PROTOCOL = 9  # part of the dispatcher's name: a new protocol gets a new dispatcher
 NAMESPACE = "shoal"  # the Ray namespace of the dispatchers' names
 
 # The watchdog's grandchild (`sh -c WATCHDOG sh GROUPS_FILE`): on SIGHUP, its
@@ -79,6 +81,7 @@ WATCHDOG = r"""
 reap() {
     while read -r g; do
         case $g in
+            "") ;;
             shoal-*) docker rm -f "$g" >/dev/null 2>&1 ;;
             *) kill -KILL -"$g" ;;
         esac
@@ -100,27 +103,33 @@ WATCHDOG_PARENT = 'setpriv --pdeathsig HUP -- sh -c "$0" sh "$1" & wait'
 JOIN_CGROUP = 'echo $$ > "$0/cgroup.procs" && exec "$@"'
 
 _PR_SET_PDEATHSIG = 1
+_SLOT_BYTES = 96  # per job in the watchdog's file: a process group id or a container's name
 _FLUSH_SECONDS = 0.1  # output lines are sent this often while a job prints
 _QUIET_START = 0.05  # a job ending this soon reports where it ran with its result
 _MAX_BATCH = 1 << 20  # or when this many bytes are waiting
 _HELD_LIMIT = 8 << 20  # per attempt, output the dispatcher holds before the job waits
-# Batches. Attempts of a shape are batched while that shape's recent attempts
-# averaged under _SHORT_MS (an exponential moving average over their run
-# times): a runner takes at most _BATCH_ATTEMPTS at a time, and its batch
+# Batches. Attempts of a shape are batched while the median run time of that
+# shape's last _RUN_MS_SAMPLES attempts is under _SHORT_MS (a median: on a
+# loaded node a few `true`s take hundreds of ms, which in a moving average
+# sent a stream of them to tasks of their own, each costing a worker lease,
+# and so loaded the node more): a runner takes at most _BATCH_ATTEMPTS at a
+# time, and its batch
 # starts none later than _BATCH_SPAN seconds after its own start (the runner
 # ends, and the dispatcher queues the rest again), so that a long job met in
 # a stream of short ones holds back the attempts behind it for no longer
 # than that.
-_SHORT_MS = 50.0
+_SHORT_MS = 100.0
+_RUN_MS_SAMPLES = 15
 _BATCH_ATTEMPTS = 8
 _BATCH_SPAN = 0.5
 _RESULTS_GAP = 0.01  # seconds a batch holds a result to send it with the next ones
 _CANCEL_STEP = 0.1  # seconds a batch waits on its attempt between looks for a cancel
-_RUN_MS_WEIGHT = 0.2  # of the newest run time in the moving average
 # How long a runner (`run_runner`) waits for attempts to arrive before it
-# ends and frees its resources: long enough to span the engine's round trips
-# in a stream, short enough to give them up soon after it.
-_RUNNER_IDLE = 0.2
+# ends and frees its resources: long enough to span the lulls of a stream (at
+# 0.2 s runners ended in them, and their successors' leases sometimes started
+# new worker processes, a second of CPU each), short enough to give them up
+# soon after it.
+_RUNNER_IDLE = 1.0
 _RESOURCES_TTL = 2.0  # seconds the cluster's resources are taken as known
 _OOM_FLAG_SECONDS = 2.0  # how long a SIGKILLed container's OOM kill is looked for
 
@@ -181,12 +190,21 @@ def _now_ms() -> int:
 
 class _Watchdog:
     """This worker process's watchdog and the file of its jobs' process
-    groups (one per process: `_Watchdog.get()`)."""
+    groups (one per process: `_Watchdog.get()`).
+
+    The file has a fixed-width slot per job, written in place with one
+    `pwrite` as a job starts and blanked as it ends: a write of a few bytes
+    is whole or not at all if the worker dies meanwhile, as a rename of a
+    rewritten file would be, at a tenth of its cost (it happens twice per
+    job)."""
 
     def __init__(self) -> None:
         self.proc: subprocess.Popen[bytes] | None = None
         self.path: Path | None = None
-        self.groups: set[int | str] = set()  # process group ids, and container names
+        self.fd: int | None = None
+        self.slots: dict[int | str, int] = {}  # process group ids, and container names
+        self.free: list[int] = []  # slots blanked, to be used again
+        self.used = 0  # slots in the file
 
     @staticmethod
     def get() -> _Watchdog:
@@ -197,10 +215,16 @@ class _Watchdog:
             return
         if shutil.which("setpriv") is None:
             return  # util-linux before 2.33: no way to outlive the kill
-        # In memory where the node has it: the list is rewritten twice per job.
+        # In memory where the node has it.
         where = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
         self.path = Path(where) / f"shoal-ray-groups-{os.getpid()}"
-        self._write()
+        if self.fd is not None:
+            os.close(self.fd)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        self.free, self.used = [], 0
+        for item in list(self.slots):
+            self.slots[item] = self._slot()
+            self._put(item, self.slots[item])
         # The parent-death signal follows the thread that starts the
         # watchdog: attempts run on the task's thread or on the worker's one
         # attempt thread, both as long-lived as the worker.
@@ -213,19 +237,22 @@ class _Watchdog:
             preexec_fn=_die_with_parent,
         )
 
-    def add(self, *items: int | str) -> None:
-        self.groups.update(items)
-        self._write()
+    def add(self, item: int | str) -> None:
+        if item not in self.slots:
+            self.slots[item] = self._slot()
+            self._put(item, self.slots[item])
 
-    def remove(self, *items: int | str) -> None:
-        self.groups.difference_update(items)
-        self._write()
+    def remove(self, item: int | str) -> None:
+        slot = self.slots.pop(item, None)
+        if slot is not None:
+            self._put("", slot)
+            self.free.append(slot)
 
     def kill_all(self) -> None:
         """Kill what the worker's attempts run, as the watchdog would: for a
         task cancelled while it runs (Ray raises KeyboardInterrupt in it),
         whose jobs would otherwise run on, unwatched."""
-        for group in list(self.groups):
+        for group in list(self.slots):
             if isinstance(group, str):
                 subprocess.run(
                     ["docker", "rm", "-f", group],
@@ -237,16 +264,17 @@ class _Watchdog:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(group, signal.SIGKILL)
 
-    def _write(self) -> None:
-        if self.path is None:
+    def _slot(self) -> int:
+        if self.free:
+            return self.free.pop()
+        self.used += 1
+        return self.used - 1
+
+    def _put(self, item: int | str, slot: int) -> None:
+        if self.fd is None:
             return
-        path = str(self.path)
-        fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, "".join(f"{g}\n" for g in self.groups).encode())
-        finally:
-            os.close(fd)
-        os.rename(path + ".tmp", path)
+        text = str(item).encode()[: _SLOT_BYTES - 1]  # (names are shoal-<task id>)
+        os.pwrite(self.fd, text.ljust(_SLOT_BYTES - 1) + b"\n", slot * _SLOT_BYTES)
 
 
 def _cgroups() -> MemoryCgroups:
@@ -271,8 +299,7 @@ def run_attempt(
     with the process executor); else only Ray's scheduling resource. With
     `container` (the job's image, for a compute environment that asks for
     docker), the command runs in a container on the node instead."""
-    node_id = ray.get_runtime_context().get_node_id()
-    ip = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
+    node_id, ip = _where()
     watchdog = _Watchdog.get()
     watchdog.ensure()
     if container is not None:
@@ -332,24 +359,13 @@ def run_attempt(
     if over:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-    done = threading.Event()
     info = {"node": node_id, "ip": ip, "pid": proc.pid, "at": began}
-    watcher = threading.Thread(
-        target=_watch, args=(dispatcher, task_id, info, proc, done), daemon=True
-    )
-    watcher.start()
-    sender = _Sender(dispatcher, task_id)
     try:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            sender.add(_now_ms(), raw.decode("utf-8", "replace").rstrip("\n"))
-        code = proc.wait()
+        code = _follow_output(dispatcher, task_id, info, proc)
     except BaseException:
         watchdog.kill_all()  # cancelled while it ran
         raise
     finally:
-        done.set()
-        sender.close()
         watchdog.remove(proc.pid)
         _drop_workdir(workdir)
     if code < 0:
@@ -444,15 +460,16 @@ def run_runner(dispatcher: DispatcherRef, runner: str) -> Iterator[list[dict[str
     It ends early, too, when a batch stopped past its span (it met a long
     attempt): the dispatcher queues what it had taken and not run again."""
     take = _dispatcher(dispatcher).take
-    where: dict[str, Any] | None = {
-        "node": ray.get_runtime_context().get_node_id(),
-        "ip": ray.util.get_node_ip_address(),  # type: ignore[no-untyped-call]
-    }
+    node, ip = _where()
+    where = {"node": node, "ip": ip}
+    taking = take.remote(runner, where)
     while True:
-        attempts: list[Attempt] = ray.get(take.remote(runner, where))
-        where = None  # said once
+        attempts: list[Attempt] = ray.get(taking)
         if not attempts:
             return
+        # The next share is asked for now, so that it is here when these end
+        # (a runner waiting on the round trip would leave its CPU idle).
+        taking = take.remote(runner, None)
         ran = 0
         for results in run_batch(dispatcher, attempts):
             ran += len(results)
@@ -463,17 +480,107 @@ def run_runner(dispatcher: DispatcherRef, runner: str) -> Iterator[list[dict[str
 
 def _make_workdir(task_id: str) -> str:
     """The attempt's own empty working directory, named by its task id
-    (unique, and never run twice: Ray's retries are off)."""
+    (unique, and never run twice: Ray's retries are off): this worker's
+    spare, emptied by the attempt before, renamed (on a disk, a directory
+    made and removed costs more than the job `true`)."""
     workdir = os.path.join(tempfile.gettempdir(), f"shoal-{task_id}")
-    os.mkdir(workdir, 0o700)
+    try:
+        os.rename(_spare_workdir(), workdir)
+    except OSError:  # none spare (or taken by an attempt running alongside)
+        os.mkdir(workdir, 0o700)
     return workdir
 
 
 def _drop_workdir(workdir: str) -> None:
+    """Keep the attempt's directory as this worker's spare if it left it
+    empty, else remove it."""
     try:
-        os.rmdir(workdir)  # what most jobs leave: nothing
+        empty = not os.listdir(workdir)
+        if empty and not os.path.exists(_spare_workdir()):
+            os.rename(workdir, _spare_workdir())
+            return
     except OSError:
-        shutil.rmtree(workdir, ignore_errors=True)
+        pass
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _spare_workdir() -> str:
+    """This worker's spare working directory (named by its pid: the first
+    attempt of a worker removes the spares of workers gone)."""
+
+    def sweep() -> str:
+        tmp = tempfile.gettempdir()
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(tmp):
+                owner = entry.name.removeprefix("shoal-spare-")
+                if owner != entry.name and not os.path.exists(f"/proc/{owner}"):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+        return os.path.join(tmp, f"shoal-spare-{os.getpid()}")
+
+    return _worker_state("spare", sweep)
+
+
+def _where() -> tuple[str, str]:
+    """This worker's node id and IP address (looked up once per process)."""
+    return _worker_state(
+        "where",
+        lambda: (
+            ray.get_runtime_context().get_node_id(),
+            str(ray.util.get_node_ip_address()),  # type: ignore[no-untyped-call]
+        ),
+    )
+
+
+def _follow_output(
+    dispatcher: DispatcherRef,
+    task_id: str,
+    info: dict[str, Any],
+    proc: subprocess.Popen[bytes],
+    container: str | None = None,
+) -> int:
+    """Send the output of `proc` (its stdout pipe) to the dispatcher, line
+    by line, until it ends; its exit status.
+
+    A job that ends within _QUIET_START says nothing meanwhile: where it ran
+    comes with its result, which saves the `watch` call that would be a
+    third of a short job's cost, and the watcher thread that makes it
+    (`_watch`) is started only once it has run that long (a stop asked for
+    meanwhile waits that long)."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    pipe = select.poll()
+    pipe.register(fd, select.POLLIN)
+    quiet_until = time.monotonic() + _QUIET_START
+    done: threading.Event | None = None
+    sender = _Sender(dispatcher, task_id)
+    partial = b""
+    try:
+        while True:
+            if done is None:
+                left_ms = (quiet_until - time.monotonic()) * 1000
+                if left_ms <= 0 or not pipe.poll(left_ms):
+                    done = threading.Event()
+                    watcher = threading.Thread(
+                        target=_watch,
+                        args=(dispatcher, task_id, info, proc, done, container),
+                        daemon=True,
+                    )
+                    watcher.start()
+                    continue
+            data = os.read(fd, 1 << 16)
+            if not data:
+                break
+            now = _now_ms()
+            *lines, partial = (partial + data).split(b"\n")
+            for line in lines:
+                sender.add(now, line.decode("utf-8", "replace"))
+        if partial:
+            sender.add(_now_ms(), partial.decode("utf-8", "replace"))
+        return proc.wait()
+    finally:
+        if done is not None:
+            done.set()
+        sender.close()
 
 
 def _watch(
@@ -481,18 +588,12 @@ def _watch(
     task_id: str,
     info: dict[str, Any],
     proc: subprocess.Popen[bytes],
-    done: Any,
+    done: threading.Event,
     container: str | None = None,
 ) -> None:
     """Say where the attempt runs, then wait (in the same call) for a stop
     request: SIGTERM the process group (or the container), wait the grace
-    period, SIGKILL it.
-
-    A job that ends within _QUIET_START says nothing here: where it ran comes
-    with its result, which saves the call that is a third of a short job's
-    cost (a stop asked for meanwhile waits that long)."""
-    if done.wait(_QUIET_START):
-        return
+    period, SIGKILL it."""
     try:
         grace = ray.get(_dispatcher(dispatcher).watch.remote(task_id, info))
     except Exception:
@@ -607,21 +708,10 @@ def _follow_container(
         start_new_session=True,
     )
     _Watchdog.get().add(proc.pid)
-    done = threading.Event()
     info = {**where, "pid": proc.pid, "container": name, "at": began}
-    watcher = threading.Thread(
-        target=_watch, args=(dispatcher, task_id, info, proc, done, name), daemon=True
-    )
-    watcher.start()
-    sender = _Sender(dispatcher, task_id)
     try:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            sender.add(_now_ms(), raw.decode("utf-8", "replace").rstrip("\n"))
-        proc.wait()
+        _follow_output(dispatcher, task_id, info, proc, name)
     finally:
-        done.set()
-        sender.close()
         _Watchdog.get().remove(proc.pid)
     inspected = _docker("inspect", "--format", "{{json .State}}", name)
     if inspected.returncode != 0:
@@ -787,7 +877,8 @@ class Dispatcher:
         # Plain attempts (no container, no placement group) by shape: those
         # waiting here for a runner's call or a task.
         self.queued: dict[Shape, collections.deque[tuple[str, _Run, dict[str, Any]]]] = {}
-        self.run_ms: dict[Shape, float] = {}  # moving average of attempts' run times
+        # The run times of the shape's last attempts, in ms.
+        self.run_ms: dict[Shape, collections.deque[float]] = {}
         self.resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
         self.resources_at = time.monotonic()
         self.reading_resources = False
@@ -838,7 +929,8 @@ class Dispatcher:
         queue = self.queued.get(shape)
         if not queue:
             return
-        if self.run_ms.get(shape, self.short_ms) >= self.short_ms:
+        recent = self.run_ms.get(shape)
+        if not recent or statistics.median(recent) >= self.short_ms:
             while queue:
                 self._send_task(queue.popleft(), shape)
             return
@@ -1047,8 +1139,9 @@ class Dispatcher:
     async def counts(self) -> dict[str, int]:
         """How plain attempts went to Ray: in `tasks` of their own, or to
         `runners` (started), which took them one at a time (`singles`) or in
-        `batches` of several (`batched` attempts); and how many a batch ended
-        without starting (`again`: queued again)."""
+        `batches` of several (`batched` attempts); how many a batch ended
+        without starting (`again`: queued again); and how many lists of
+        results the tasks and runners sent (`yields`)."""
         return dict(self.counted)
 
     # -- called by the tasks --------------------------------------------------
@@ -1075,6 +1168,8 @@ class Dispatcher:
                     queue = self.queued.get(shape)
             finally:
                 self.idle[shape] -= 1
+            if self.runners.get(runner_id) is not runner:
+                return []  # it ended meanwhile: what it had is queued again
             if not queue:
                 self._runner_ended(runner)
                 return []
@@ -1140,10 +1235,13 @@ class Dispatcher:
         where: dict[str, Any] | None = None  # its node, once a result says
         try:
             async for ref in results:
+                self.counted["yields"] += 1
                 for result in await ref:
                     where = where or {"node": result.get("node"), "ip": result.get("ip")}
                     self._finish(items.popleft()[1], result, shape)
         except Exception as e:
+            if runner is not None:
+                self._runner_ended(runner)  # (no take adds to `items` from now)
             if runner is not None and not runner.took:
                 # A runner that failed before taking anything (it could not
                 # reach its dispatcher, say) would fail again: what waits
@@ -1160,6 +1258,8 @@ class Dispatcher:
             for run in rest:
                 self._end(run, ended)
         else:
+            if runner is not None:
+                self._runner_ended(runner)
             again = collections.deque[tuple[str, _Run, dict[str, Any]]]()
             for task_id, run, request in items:
                 if run.stop_grace is not None:
@@ -1184,9 +1284,8 @@ class Dispatcher:
             return
         run.info = run.info or {"node": result["node"], "ip": result["ip"], "at": result.get("at")}
         if shape is not None and isinstance(result.get("at"), int):
-            ms = float(result["ended_at"] - result["at"])
-            last = self.run_ms.get(shape)
-            self.run_ms[shape] = ms if last is None else last + _RUN_MS_WEIGHT * (ms - last)
+            recent = self.run_ms.setdefault(shape, collections.deque(maxlen=_RUN_MS_SAMPLES))
+            recent.append(float(result["ended_at"] - result["at"]))
         self._end(run, result)
 
     def _end(self, run: _Run, exit_: dict[str, Any]) -> None:
