@@ -138,11 +138,15 @@ def test_a_batch_sends_a_result_before_a_long_attempt_ends_and_starts_none_past_
     ]
     # Task ids are unique, as shoal's are: each names its working directory.
     attempts = [(uuid.uuid4().hex, command, ENV, None) for command in commands]
-    arrivals: list[tuple[float, list[dict[str, Any]]]] = []
+    arrivals: list[tuple[float, list[tuple[str, dict[str, Any]]]]] = []
     for ref in batch.remote(NOBODY, attempts):
         arrivals.append((time.monotonic(), ray.get(ref)))
-    assert [[r["code"] for r in results] for _, results in arrivals] == [[3], [0]]
-    quick, long = arrivals[0][1][0], arrivals[1][1][0]
+    # Each result names its attempt.
+    assert [[(t, r["code"]) for t, r in results] for _, results in arrivals] == [
+        [(attempts[0][0], 3)],
+        [(attempts[1][0], 0)],
+    ]
+    quick, long = arrivals[0][1][0][1], arrivals[1][1][0][1]
     assert long["ended_at"] - long["at"] >= 800
     # The quick one's result came while the long one ran, not with it.
     assert arrivals[1][0] - arrivals[0][0] >= 0.5
@@ -217,6 +221,8 @@ def test_runners_free_their_resources_once_they_have_nothing_to_run(ray: Any) ->
     # cluster's four CPUs are all free again.
     assert after.get("tasks", 0) == before.get("tasks", 0), (before, after)
     assert after["batched"] > before["batched"], (before, after)
+    # Results came with the runners' calls for more work, not only on their own.
+    assert after.get("reported", 0) > before.get("reported", 0), (before, after)
     wait_until(
         lambda: ray.available_resources().get("CPU") == 4.0,
         timeout=30,

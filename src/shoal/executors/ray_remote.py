@@ -18,15 +18,15 @@ Four parts:
   node) to the dispatcher, obeys stop requests (SIGTERM, grace, SIGKILL to
   the group) and returns the exit status.
 - `run_batch`, the task of one plain attempt (no container, not of a
-  multi-node job) while its shape's attempts run long, and the body of a
-  runner's batches: attempts one after another in the resources the task
-  holds, each as `run_attempt` runs it, their results sent a few at a time
-  (a Ray streaming generator).
+  multi-node job) while its shape's attempts run long (a Ray streaming
+  generator, as a runner is).
 - `run_runner`, the task of a runner, while a shape's attempts run short:
-  it takes a few at a time from the dispatcher and runs them as a batch,
-  until the dispatcher has none for it. A task costs a worker lease and its
-  scheduling, which for jobs of a few milliseconds is most of their cost; a
-  runner pays them once for a stream of them.
+  it takes a few at a time from the dispatcher and runs them one after
+  another in the resources it holds, each as `run_attempt` runs it, until
+  the dispatcher has none for it; their results go with its call for the
+  next few. A task costs a worker lease and its scheduling, which for jobs
+  of a few milliseconds is most of their cost; a runner pays them once for
+  a stream of them.
 
 Calls per attempt are few, since they are most of its cost: shoal's launch
 (answered once the task runs), the task's one `watch` call (saying where it
@@ -61,7 +61,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -123,6 +123,10 @@ _RUN_MS_SAMPLES = 15
 _BATCH_ATTEMPTS = 8
 _BATCH_SPAN = 0.5
 _RESULTS_GAP = 0.01  # seconds a batch holds a result to send it with the next ones
+# A runner's results go with its call for the next share, once its share has
+# run (a few of `true` take tens of ms on a loaded node): those held this long
+# while an attempt still runs go on their own.
+_RUNNER_RESULTS_GAP = 0.05
 _CANCEL_STEP = 0.1  # seconds a batch waits on its attempt between looks for a cancel
 # How long a runner (`run_runner`) waits for attempts to arrive before it
 # ends and frees its resources: long enough to span the lulls of a stream (at
@@ -380,49 +384,61 @@ def run_attempt(
 Attempt = tuple[str, list[str], dict[str, str], "int | None"]  # task id, command, env, MiB
 
 
-def run_batch(dispatcher: DispatcherRef, attempts: list[Attempt]) -> Iterator[list[dict[str, Any]]]:
-    """The Ray task of one plain attempt, and the body of a runner's batches
-    of a few (a streaming generator): their results as `run_attempt` gives them,
-    in order, a few at a time. Each item reaching the dispatcher costs it
-    about as much as a short job, so results are held for up to
-    _RESULTS_GAP and go together (an attempt runs on a thread of its own
-    meanwhile, so that a long one holds back none of the results before it).
+Result = tuple[str, dict[str, Any]]  # task id, and what `run_attempt` gave
+
+
+def run_batch(dispatcher: DispatcherRef, attempts: list[Attempt]) -> Iterator[list[Result]]:
+    """The Ray task of one plain attempt (a streaming generator): its
+    result, as `_run_attempts` runs it."""
+    held: list[Result] = []
+    yield from _run_attempts(dispatcher, attempts, held, _RESULTS_GAP)
+    if held:
+        yield held
+
+
+def _run_attempts(
+    dispatcher: DispatcherRef, attempts: list[Attempt], held: list[Result], gap: float
+) -> Generator[list[Result], None, int]:
+    """Run `attempts` one after another, each as `run_attempt` runs it (on a
+    thread of its own, so that a long one holds back none of the results
+    before it); how many it started. Their results go to `held`, which is
+    yielded (and emptied) once its first has waited `gap` and the next
+    attempt still runs: each list reaching the dispatcher costs it about as
+    much as a short job, so results go a few at a time.
 
     It starts no attempt after the first once it has run for _BATCH_SPAN, or
-    once its raylet is gone (the worker's parent changed): it ends, and the
-    dispatcher, having had no result for the rest, queues them again."""
+    once its raylet is gone (the worker's parent changed): the dispatcher,
+    having had no result for the rest, queues them again."""
     raylet = os.getppid()
     began = time.monotonic()
-    held: list[dict[str, Any]] = []
-    held_since = 0.0
+    held_since = time.monotonic()
     for i, (task_id, command, environment, memory_mib) in enumerate(attempts):
         if i and (time.monotonic() - began > _BATCH_SPAN or os.getppid() != raylet):
-            break
+            return i
         running = _runner().submit(
             run_attempt, dispatcher, task_id, command, environment, memory_mib
         )
         try:
             while held:
-                wait = held_since + _RESULTS_GAP - time.monotonic()
+                wait = held_since + gap - time.monotonic()
                 try:
                     running.result(timeout=max(wait, 0.0))
                     break
                 except concurrent.futures.TimeoutError:
-                    yield held
-                    held = []
+                    yield held[:]
+                    held.clear()
             if not held:
                 held_since = time.monotonic()
-            held.append(_result(running))
+            held.append((task_id, _result(running)))
         except BaseException:
             # Cancelled while an attempt runs (on the attempt thread, which
             # the KeyboardInterrupt does not reach): it goes with the task.
             _Watchdog.get().kill_all()
             raise
-        if time.monotonic() - held_since >= _RESULTS_GAP:
-            yield held
-            held = []
-    if held:
-        yield held
+        if time.monotonic() - held_since >= gap:
+            yield held[:]
+            held.clear()
+    return len(attempts)
 
 
 def _result(running: concurrent.futures.Future[dict[str, Any]]) -> dict[str, Any]:
@@ -443,12 +459,11 @@ def _runner() -> concurrent.futures.ThreadPoolExecutor:
     )
 
 
-def run_runner(dispatcher: DispatcherRef, runner: str) -> Iterator[list[dict[str, Any]]]:
+def run_runner(dispatcher: DispatcherRef, runner: str) -> Iterator[list[Result]]:
     """The Ray task of a runner (a streaming generator): while its shape's
     attempts run short, it takes a few at a time from the dispatcher and runs
-    them as a batch does (`run_batch`), in the resources it holds, until the
-    dispatcher has had nothing for it for _RUNNER_IDLE. Their results, in
-    order, a few at a time.
+    them one after another (`_run_attempts`), in the resources it holds,
+    until the dispatcher has had nothing for it for _RUNNER_IDLE.
 
     A task per batch costs a worker lease from a raylet and a task's
     scheduling, which for jobs of a few milliseconds is most of their cost; a
@@ -457,25 +472,34 @@ def run_runner(dispatcher: DispatcherRef, runner: str) -> Iterator[list[dict[str
     autoscaler, see them taken), and its worker goes back to Ray's pool when
     it ends.
 
+    Its next share is asked for while it runs the last (waiting on the round
+    trip would leave its CPU idle), and that call carries the results of the
+    share before: one call per share. Results it would otherwise hold while
+    waiting for work, or for a long attempt, go as items of the generator.
+    It never ends with a call carrying results unanswered: the dispatcher
+    queues again what a runner that ended had taken and not reported.
+
     It ends early, too, when a batch stopped past its span (it met a long
     attempt): the dispatcher queues what it had taken and not run again."""
     take = _dispatcher(dispatcher).take
     node, ip = _where()
-    where = {"node": node, "ip": ip}
-    taking = take.remote(runner, where)
+    taking = take.remote(runner, {"node": node, "ip": ip}, [])
+    held: list[Result] = []
     while True:
+        if held and not ray.wait([taking], timeout=0)[0]:
+            yield held  # (not held while the dispatcher has no work for it)
+            held = []
         attempts: list[Attempt] = ray.get(taking)
         if not attempts:
-            return
-        # The next share is asked for now, so that it is here when these end
-        # (a runner waiting on the round trip would leave its CPU idle).
-        taking = take.remote(runner, None)
-        ran = 0
-        for results in run_batch(dispatcher, attempts):
-            ran += len(results)
-            yield results
-        if ran < len(attempts):
-            return
+            break
+        taking = take.remote(runner, None, held)
+        held = []
+        started = yield from _run_attempts(dispatcher, attempts, held, _RUNNER_RESULTS_GAP)
+        if started < len(attempts):
+            ray.get(taking)  # (what it takes is queued again once this ends)
+            break
+    if held:
+        yield held
 
 
 def _make_workdir(task_id: str) -> str:
@@ -843,13 +867,17 @@ def _quiet(method: _F) -> _F:
     return quiet
 
 
+# Attempts a task or runner has and has not reported: by task id, in order.
+_Taken = dict[str, tuple[_Run, dict[str, Any]]]
+
+
 class _Runner:
     """The dispatcher's record of one runner (`run_runner`)."""
 
     def __init__(self, shape: Shape) -> None:
         self.id = uuid.uuid4().hex
         self.shape = shape
-        self.taken: collections.deque[tuple[str, _Run, dict[str, Any]]] = collections.deque()
+        self.taken: _Taken = {}  # what it took and has not reported, in order
         self.where: dict[str, Any] | None = None  # its node, once it said
         self.took = 0  # attempts it has taken
 
@@ -952,7 +980,7 @@ class Dispatcher:
         except Exception as e:  # e.g. arguments that do not pickle
             self._end(run, {"lost": f"{type(e).__name__}: {e}"[:500]})
             return
-        follow = self._follow_batch(collections.deque([item]), run.ref, shape)
+        follow = self._follow_batch({task_id: (run, request)}, run.ref, shape)
         asyncio.get_running_loop().create_task(follow)
 
     def _start_runner(self, shape: Shape) -> None:
@@ -1140,20 +1168,26 @@ class Dispatcher:
         """How plain attempts went to Ray: in `tasks` of their own, or to
         `runners` (started), which took them one at a time (`singles`) or in
         `batches` of several (`batched` attempts); how many a batch ended
-        without starting (`again`: queued again); and how many lists of
-        results the tasks and runners sent (`yields`)."""
+        without starting (`again`: queued again); how many lists of results
+        the tasks and runners sent on their own (`yields`), and how many
+        results came with runners' calls for more (`reported`)."""
         return dict(self.counted)
 
     # -- called by the tasks --------------------------------------------------
     @_quiet
-    async def take(self, runner_id: str, where: dict[str, Any] | None) -> list[Attempt]:
-        """A runner's next attempts (and, the first time, where it runs): a
-        share of those queued for its shape, at most _BATCH_ATTEMPTS; waits up
-        to _RUNNER_IDLE for some to arrive. Nothing: the runner ends."""
+    async def take(
+        self, runner_id: str, where: dict[str, Any] | None, results: list[Result]
+    ) -> list[Attempt]:
+        """A runner's results, and its next attempts (and, the first time,
+        where it runs): a share of those queued for its shape, at most
+        _BATCH_ATTEMPTS; waits up to _RUNNER_IDLE for some to arrive.
+        Nothing: the runner ends."""
         runner = self.runners.get(runner_id)
-        if runner is None:  # (it was told to end)
+        if runner is None:  # (it has ended: it sends no results after)
             return []
         runner.where = runner.where or where
+        self._results(runner.taken, results, runner.shape)
+        self.counted["reported"] += len(results)
         shape = runner.shape
         queue = self.queued.get(shape)
         if not queue:
@@ -1180,9 +1214,9 @@ class Dispatcher:
         self.counted["batches" if len(items) > 1 else "singles"] += 1
         self.counted["batched"] += len(items) if len(items) > 1 else 0
         runner.took += len(items)
-        for item in items:
-            item[1].queued = False
-            runner.taken.append(item)
+        for task_id, run, request in items:
+            run.queued = False
+            runner.taken[task_id] = (run, request)
         return [_attempt(task_id, request) for task_id, _, request in items]
 
     @_quiet
@@ -1222,23 +1256,16 @@ class Dispatcher:
             self._finish(run, result, None)
 
     async def _follow_batch(
-        self,
-        items: collections.deque[tuple[str, _Run, dict[str, Any]]],
-        results: Any,
-        shape: Shape,
-        runner: _Runner | None = None,
+        self, items: _Taken, results: Any, shape: Shape, runner: _Runner | None = None
     ) -> None:
-        """Until a task of one attempt, or a runner, ends: each result is the
-        exit of the first of `items` (the attempts it has, which a runner's
-        takes add to). Attempts it did not start are queued again, ahead of
-        the rest."""
-        where: dict[str, Any] | None = None  # its node, once a result says
+        """Until a task of one attempt, or a runner, ends: the results it
+        sends are the exits of attempts in `items` (those it has, which a
+        runner's takes add to, and its results there take away). Attempts it
+        did not report are queued again, ahead of the rest."""
         try:
             async for ref in results:
                 self.counted["yields"] += 1
-                for result in await ref:
-                    where = where or {"node": result.get("node"), "ip": result.get("ip")}
-                    self._finish(items.popleft()[1], result, shape)
+                self._results(items, await ref, shape)
         except Exception as e:
             if runner is not None:
                 self._runner_ended(runner)  # (no take adds to `items` from now)
@@ -1250,10 +1277,11 @@ class Dispatcher:
                 queue = self.queued.get(shape)
                 while queue:
                     self._send_task(queue.popleft(), shape)
-            rest = [run for _, run, _ in items]
+            rest = [run for run, _ in items.values()]
             items.clear()
+            where = runner.where if runner is not None else None
             for run in rest:
-                run.info = run.info or where or (runner.where if runner is not None else None)
+                run.info = run.info or where
             ended = await self._lost(rest[0], e) if rest else {}
             for run in rest:
                 self._end(run, ended)
@@ -1261,7 +1289,7 @@ class Dispatcher:
             if runner is not None:
                 self._runner_ended(runner)
             again = collections.deque[tuple[str, _Run, dict[str, Any]]]()
-            for task_id, run, request in items:
+            for task_id, (run, request) in items.items():
                 if run.stop_grace is not None:
                     self._end(run, {"cancelled": True})
                 else:
@@ -1275,6 +1303,12 @@ class Dispatcher:
             if runner is not None:
                 self._runner_ended(runner)
             self._release(shape)
+
+    def _results(self, items: _Taken, results: list[Result], shape: Shape) -> None:
+        for task_id, result in results:
+            taken = items.pop(task_id, None)
+            if taken is not None:  # (else ended already: its node was lost)
+                self._finish(taken[0], result, shape)
 
     def _finish(self, run: _Run, result: dict[str, Any], shape: Shape | None) -> None:
         """An attempt's task gave its result."""
