@@ -15,12 +15,20 @@ two workers with 2 CPUs each: tests/ray_support.py) and prints
   capacity, for comparison;
 - start latency on an idle cluster, p50 and p99: for bare Ray from
   `.remote()` to the task running, for shoal from SubmitJob to RUNNING
-  (startedAt - createdAt, server-side).
+  (startedAt - createdAt, server-side);
+- CPU time per job in the fastest measured round of each, on the
+  two worker nodes (their raylets and workers, and the jobs these reap) and
+  on the whole machine (with the driver, the head node and, for shoal, its
+  server and dispatcher). On two shared cores everything competes for the
+  same CPUs; in a deployment that scales out, the worker nodes are the
+  cluster's and the rest runs elsewhere, so their CPU per job is what
+  shoal costs the cluster next to bare Ray.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sqlite3
 import statistics
@@ -28,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +126,50 @@ def shoal_rate(shoal: Shoal, queue: str, jobs: int) -> float:
     return jobs / (time.perf_counter() - t0)
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_of(pid: int) -> tuple[float, float] | None:
+    """CPU seconds of a process itself, and of the children it has reaped."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    utime, stime, cutime, cstime = (int(f) / _TICK for f in fields[11:15])
+    return utime + stime, cutime + cstime
+
+
+def cpu_now(cluster: RayCluster) -> tuple[dict[int, tuple[float, float]], float]:
+    """The worker nodes' processes' CPU seconds so far, by pid; the machine's."""
+    nodes = {}
+    for ip in cluster.nodes:
+        if ip != HEAD_IP:
+            for pid in cluster.node_pids(ip):
+                if (cpu := _cpu_of(pid)) is not None:
+                    nodes[pid] = cpu
+    with open("/proc/stat") as f:
+        user, nice, system, _idle, _iowait, irq, softirq = map(int, f.readline().split()[1:8])
+    return nodes, (user + nice + system + irq + softirq) / _TICK
+
+
+def cpu_per_job(
+    cluster: RayCluster, run: Callable[[], float], jobs: int
+) -> tuple[float, float, float]:
+    """(jobs/s of `run`, ms of CPU per job on the worker nodes, in all). On
+    the nodes: what processes there at both ends used meanwhile (and the
+    children they reaped: the jobs), and all that new ones used; not what
+    processes that ended meanwhile used (Ray ends idle workers of another
+    driver's: little)."""
+    nodes0, all0 = cpu_now(cluster)
+    rate = run()
+    nodes1, all1 = cpu_now(cluster)
+    used = 0.0
+    for pid, (own, reaped) in nodes1.items():
+        own0, reaped0 = nodes0.get(pid, (0.0, 0.0))
+        used += own - own0 + reaped - reaped0
+    return rate, used * 1000 / jobs, (all1 - all0) * 1000 / jobs
+
+
 def pct(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -158,10 +211,10 @@ def main() -> None:
         warm = max(jobs // 5, 20)
         for _ in range(3):
             bare_rate(warm)
-            bare.append(bare_rate(jobs))
+            bare.append(cpu_per_job(cluster, lambda: bare_rate(jobs), jobs))
             shoal_rate(shoal, "ray", warm)
-            ours.append(shoal_rate(shoal, "ray", jobs))
-        bare_r, ours_r = max(bare), max(ours)
+            ours.append(cpu_per_job(cluster, lambda: shoal_rate(shoal, "ray", jobs), jobs))
+        bare_r, ours_r = max(r[0] for r in bare), max(r[0] for r in ours)
         process_r = shoal_rate(shoal, "proc", jobs)
         ok = "ok" if ours_r / bare_r >= TARGET_RATIO else "BELOW TARGET"
         print(
@@ -172,6 +225,17 @@ def main() -> None:
         print(
             f"same jobs on shoal's process executor (4 vCPUs on this host): "
             f"{process_r:.1f} jobs/s; shoal on Ray / process {ours_r / process_r:.2f}"
+        )
+        # (of the fastest rounds: a slower one is one that, for one, started
+        # worker processes, a second of CPU each)
+        _, bare_nodes, bare_all = max(bare)
+        _, ours_nodes, ours_all = max(ours)
+        print(
+            f"CPU per job in those rounds, on the 2 worker nodes (raylets, workers, jobs): "
+            f"bare Ray "
+            f"{bare_nodes:.2f} ms, shoal on Ray {ours_nodes:.2f} ms (bare / shoal "
+            f"{bare_nodes / ours_nodes:.2f}); on the whole machine: {bare_all:.2f} ms, "
+            f"{ours_all:.2f} ms (bare / shoal {bare_all / ours_all:.2f})"
         )
         bare_rate(warm)
         bare_l = bare_latency(samples)

@@ -169,11 +169,14 @@ class RayCluster:
         active = out.stdout.split("Active:", 1)[-1].split("Pending:", 1)[0]
         return sum(1 for line in active.splitlines() if " node_" in line)
 
-    def raylet_pid(self, ip: str) -> int | None:
+    def node_pids(self, ip: str) -> list[int]:
+        """The processes of the node at `ip` (its raylet, workers and agents:
+        its session; not the jobs, which start sessions of their own)."""
         proc = self.nodes.get(ip)
-        if proc is None:
-            return None
-        for pid in _pids_in_session(proc.pid):
+        return [] if proc is None else _pids_in_session(proc.pid)
+
+    def raylet_pid(self, ip: str) -> int | None:
+        for pid in self.node_pids(ip):
             if _comm(pid) == "raylet":
                 return pid
         return None

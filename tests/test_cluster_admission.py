@@ -11,7 +11,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from test_fairshare import Timed
+from test_fairshare import WORK, Timed
 
 from shoal.config import Settings
 from shoal.domain.clock import ManualClock
@@ -64,21 +64,7 @@ def _world(tmp_path: Path) -> tuple[Engine, Cluster, Context]:
             "computeEnvironmentOrder": [{"order": 1, "computeEnvironment": "ce"}],
         },
     )
-    job_definitions.register(
-        ctx,
-        {
-            "jobDefinitionName": "work",
-            "type": "container",
-            "containerProperties": {
-                "image": "busybox",
-                "command": ["work"],
-                "resourceRequirements": [
-                    {"type": "VCPU", "value": "1"},
-                    {"type": "MEMORY", "value": "64"},
-                ],
-            },
-        },
-    )
+    job_definitions.register(ctx, WORK)
     return engine, cluster, ctx
 
 

@@ -27,6 +27,20 @@ from shoal.service.context import Context
 from shoal.store.sqlite import SqliteStore
 
 SECOND = 1000
+# The job definition of the jobs these tests submit (`SHOAL_TEST_RUN_MS` says
+# how long each runs).
+WORK: dict[str, Any] = {
+    "jobDefinitionName": "work",
+    "type": "container",
+    "containerProperties": {
+        "image": "busybox",
+        "command": ["work"],
+        "resourceRequirements": [
+            {"type": "VCPU", "value": "1"},
+            {"type": "MEMORY", "value": "64"},
+        ],
+    },
+}
 POLICY_ARN = "arn:aws:batch:us-east-1:123456789012:scheduling-policy/fair"
 
 
@@ -118,21 +132,7 @@ class World:
             scheduling_policies.create(self.ctx, {"name": "fair", "fairsharePolicy": fairshare})
             queue["schedulingPolicyArn"] = POLICY_ARN
         job_queues.create(self.ctx, queue)
-        job_definitions.register(
-            self.ctx,
-            {
-                "jobDefinitionName": "work",
-                "type": "container",
-                "containerProperties": {
-                    "image": "busybox",
-                    "command": ["work"],
-                    "resourceRequirements": [
-                        {"type": "VCPU", "value": "1"},
-                        {"type": "MEMORY", "value": "64"},
-                    ],
-                },
-            },
-        )
+        job_definitions.register(self.ctx, WORK)
 
     def submit(
         self, share: str | None, run_seconds: int, *, priority: int | None = None, vcpus: int = 1
