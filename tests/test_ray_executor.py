@@ -288,6 +288,18 @@ def test_unmanaged_capacity_follows_the_cluster_as_nodes_join(
         cluster.remove("127.0.0.5")
 
 
+def test_background_processes_end_with_the_job(
+    batch: Any, cluster: RayCluster, tmp_path: Path
+) -> None:
+    # As with the process executor (and a container's processes): what the
+    # job left running in its process group ends when its main process does.
+    env = ray_queue(batch, cluster.address)
+    pidfile = tmp_path / "bg.pid"
+    job_id = submit(batch, env, sh(f"sleep 300 & echo $! > {pidfile}; exit 0"))
+    assert wait_for(batch, job_id, timeout=60)["status"] == "SUCCEEDED"
+    wait_gone(read_pid(pidfile, timeout=30), timeout=30)
+
+
 def test_terminate_kills_the_whole_process_group_on_the_node(
     batch: Any, cluster: RayCluster, tmp_path: Path
 ) -> None:

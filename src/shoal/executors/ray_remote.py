@@ -106,6 +106,7 @@ _PR_SET_PDEATHSIG = 1
 _SLOT_BYTES = 96  # per job in the watchdog's file: a process group id or a container's name
 _FLUSH_SECONDS = 0.1  # output lines are sent this often while a job prints
 _QUIET_START = 0.05  # a job ending this soon reports where it ran with its result
+_DRAIN_SECONDS = 1.0  # how long output is read after the job's end, if the pipe stays open
 _MAX_BATCH = 1 << 20  # or when this many bytes are waiting
 _HELD_LIMIT = 8 << 20  # per attempt, output the dispatcher holds before the job waits
 # Batches. Attempts of a shape are batched while the median run time of that
@@ -517,7 +518,8 @@ def _make_workdir(task_id: str) -> str:
 
 def _drop_workdir(workdir: str) -> None:
     """Keep the attempt's directory as this worker's spare if it left it
-    empty, else remove it."""
+    empty, else remove it. (Nothing of the attempt's runs in it by now: its
+    process group is killed as it ends.)"""
     try:
         empty = not os.listdir(workdir)
         if empty and not os.path.exists(_spare_workdir()):
@@ -565,6 +567,12 @@ def _follow_output(
     """Send the output of `proc` (its stdout pipe) to the dispatcher, line
     by line, until it ends; its exit status.
 
+    It ends when `proc` does (not when the pipe closes, which a process it
+    left running may hold open): what it left running in its process group
+    is killed then, as a container's processes end with the container (and
+    as the process executor has it); what it printed before is read until
+    the pipe closes, or for _DRAIN_SECONDS.
+
     A job that ends within _QUIET_START says nothing meanwhile: where it ran
     comes with its result, which saves the `watch` call that would be a
     third of a short job's cost, and the watcher thread that makes it
@@ -574,37 +582,63 @@ def _follow_output(
     fd = proc.stdout.fileno()
     pipe = select.poll()
     pipe.register(fd, select.POLLIN)
+    pidfd = os.pidfd_open(proc.pid)  # readable once it has exited
+    pipe.register(pidfd, select.POLLIN)
     quiet_until = time.monotonic() + _QUIET_START
+    drain_until: float | None = None  # once it has exited
     done: threading.Event | None = None
     sender = _Sender(dispatcher, task_id)
     partial = b""
     try:
         while True:
-            if done is None:
-                left_ms = (quiet_until - time.monotonic()) * 1000
-                if left_ms <= 0 or not pipe.poll(left_ms):
-                    done = threading.Event()
-                    watcher = threading.Thread(
-                        target=_watch,
-                        args=(dispatcher, task_id, info, proc, done, container),
-                        daemon=True,
-                    )
-                    watcher.start()
-                    continue
-            data = os.read(fd, 1 << 16)
-            if not data:
-                break
-            now = _now_ms()
-            *lines, partial = (partial + data).split(b"\n")
-            for line in lines:
-                sender.add(now, line.decode("utf-8", "replace"))
+            if drain_until is not None:
+                timeout_ms: float | None = max(drain_until - time.monotonic(), 0.0) * 1000
+            elif done is None:
+                timeout_ms = max(quiet_until - time.monotonic(), 0.0) * 1000
+            else:
+                timeout_ms = None
+            ready = dict(pipe.poll(timeout_ms))
+            if not ready:
+                if drain_until is not None:
+                    break  # a process that left its group holds the pipe
+                done = threading.Event()
+                watcher = threading.Thread(
+                    target=_watch,
+                    args=(dispatcher, task_id, info, proc, done, container),
+                    daemon=True,
+                )
+                watcher.start()
+                continue
+            if fd in ready:
+                data = os.read(fd, 1 << 16)
+                if not data:
+                    break
+                now = _now_ms()
+                *lines, partial = (partial + data).split(b"\n")
+                for line in lines:
+                    sender.add(now, line.decode("utf-8", "replace"))
+            elif drain_until is None:
+                _end_group(proc)
+                pipe.unregister(pidfd)
+                drain_until = time.monotonic() + _DRAIN_SECONDS
         if partial:
             sender.add(_now_ms(), partial.decode("utf-8", "replace"))
+        if drain_until is None:
+            _end_group(proc)
         return proc.wait()
     finally:
+        os.close(pidfd)
         if done is not None:
             done.set()
         sender.close()
+
+
+def _end_group(proc: subprocess.Popen[bytes]) -> None:
+    """Once `proc` has exited, and before it is reaped (while its process
+    group id is still its own): kill what is left in its group."""
+    os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _watch(
