@@ -568,7 +568,8 @@ def _follow_output(
     by line, until it ends; its exit status.
 
     It ends when `proc` does (not when the pipe closes, which a process it
-    left running may hold open): what it left running in its process group
+    left running may hold open; on a node without pidfds, it does wait for
+    that): what it left running in its process group
     is killed then, as a container's processes end with the container (and
     as the process executor has it); what it printed before is read until
     the pipe closes, or for _DRAIN_SECONDS.
@@ -582,8 +583,9 @@ def _follow_output(
     fd = proc.stdout.fileno()
     pipe = select.poll()
     pipe.register(fd, select.POLLIN)
-    pidfd = os.pidfd_open(proc.pid)  # readable once it has exited
-    pipe.register(pidfd, select.POLLIN)
+    pidfd = _pidfd(proc.pid)  # readable once it has exited
+    if pidfd is not None:
+        pipe.register(pidfd, select.POLLIN)
     quiet_until = time.monotonic() + _QUIET_START
     drain_until: float | None = None  # once it has exited
     done: threading.Event | None = None
@@ -617,7 +619,7 @@ def _follow_output(
                 *lines, partial = (partial + data).split(b"\n")
                 for line in lines:
                     sender.add(now, line.decode("utf-8", "replace"))
-            elif drain_until is None:
+            elif pidfd is not None and pidfd in ready:  # it has exited
                 _end_group(proc)
                 pipe.unregister(pidfd)
                 drain_until = time.monotonic() + _DRAIN_SECONDS
@@ -627,10 +629,20 @@ def _follow_output(
             _end_group(proc)
         return proc.wait()
     finally:
-        os.close(pidfd)
+        if pidfd is not None:
+            os.close(pidfd)
         if done is not None:
             done.set()
         sender.close()
+
+
+def _pidfd(pid: int) -> int | None:
+    """A pidfd of the process (Linux 5.3 and later); on a node without, the
+    job's output is followed until its pipe closes."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
 
 
 def _end_group(proc: subprocess.Popen[bytes]) -> None:
