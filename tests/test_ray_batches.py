@@ -2,10 +2,11 @@
 
 While a shape's attempts run short, the dispatcher's runners (streaming
 tasks holding one attempt's resources, `run_runner`) take them a few at a
-time and run them one after another as a batch (`run_batch`), sending their
-results a few at a time. These tests drive a batch task and a dispatcher of
-their own directly from this process (a Ray driver for the module), and a
-stream of jobs through a shoal server."""
+time and run them one after another, their results going with the call for
+the next few. These tests drive a batch task (`run_batch`, which runs its
+attempts as a runner does), a dispatcher of their own directly from this
+process (a Ray driver for the module), and a stream of jobs through a shoal
+server."""
 
 from __future__ import annotations
 

@@ -109,16 +109,15 @@ _QUIET_START = 0.05  # a job ending this soon reports where it ran with its resu
 _DRAIN_SECONDS = 1.0  # how long output is read after the job's end, if the pipe stays open
 _MAX_BATCH = 1 << 20  # or when this many bytes are waiting
 _HELD_LIMIT = 8 << 20  # per attempt, output the dispatcher holds before the job waits
-# Batches. Attempts of a shape are batched while the median run time of that
-# shape's last _RUN_MS_SAMPLES attempts is under _SHORT_MS (a median: on a
-# loaded node a few `true`s take hundreds of ms, which in a moving average
+# Runners. Attempts of a shape go to runners while the median run time of
+# that shape's last _RUN_MS_SAMPLES attempts is under _SHORT_MS (a median: on
+# a loaded node a few `true`s take hundreds of ms, which in a moving average
 # sent a stream of them to tasks of their own, each costing a worker lease,
-# and so loaded the node more): a runner takes at most _BATCH_ATTEMPTS at a
-# time, and its batch
-# starts none later than _BATCH_SPAN seconds after its own start (the runner
-# ends, and the dispatcher queues the rest again), so that a long job met in
-# a stream of short ones holds back the attempts behind it for no longer
-# than that.
+# and so loaded the node more). A runner takes at most _BATCH_ATTEMPTS at a
+# time, and starts none of them later than _BATCH_SPAN seconds after the
+# first (it ends, and the dispatcher queues the rest again), so that a long
+# job met in a stream of short ones holds back the attempts behind it for no
+# longer than that.
 _SHORT_MS = 100.0
 _RUN_MS_SAMPLES = 15
 _BATCH_ATTEMPTS = 8
@@ -389,8 +388,9 @@ Result = tuple[str, dict[str, Any]]  # task id, and what `run_attempt` gave
 
 
 def run_batch(dispatcher: DispatcherRef, attempts: list[Attempt]) -> Iterator[list[Result]]:
-    """The Ray task of one plain attempt (a streaming generator): its
-    result, as `_run_attempts` runs it."""
+    """The Ray task of a plain attempt of a long shape (a streaming
+    generator, as a runner is; the dispatcher gives it one attempt): the
+    results of `attempts`, as `_run_attempts` runs them."""
     held: list[Result] = []
     yield from _run_attempts(dispatcher, attempts, held, _RESULTS_GAP)
     if held:
@@ -1332,8 +1332,6 @@ class Dispatcher:
             for run in rest:
                 self._end(run, ended)
         else:
-            if runner is not None:
-                self._runner_ended(runner)
             again = collections.deque[tuple[str, _Run, dict[str, Any]]]()
             for task_id, (run, request) in items.items():
                 if run.stop_grace is not None:
