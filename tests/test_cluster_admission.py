@@ -8,6 +8,7 @@ each job when the test moves the clock past its end."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,10 @@ from test_fairshare import WORK, Timed
 
 from shoal.config import Settings
 from shoal.domain.clock import ManualClock
+from shoal.domain.records import JobStatus
 from shoal.engine.capacity import Capacity, Limits
 from shoal.engine.engine import Engine
+from shoal.executors.base import Handle, LaunchSpec
 from shoal.logs.store import LogStore
 from shoal.service import compute_environments, job_definitions, job_queues
 from shoal.service import submit as submit_uc
@@ -43,12 +46,39 @@ class Cluster(Timed):
         )
 
 
-def _world(tmp_path: Path) -> tuple[Engine, Cluster, Context]:
+class QueueingCluster(Cluster):
+    """Starts at most TOTAL jobs at once, the rest when jobs end; a launch
+    returns once its job has started, as the ray executor's does for an
+    attempt that waits in the cluster's queue."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        super().__init__(clock)
+        self.slots: asyncio.Semaphore | None = None
+
+    def launch(self, spec: LaunchSpec) -> Awaitable[Handle]:
+        async def go() -> Handle:
+            if self.slots is None:
+                self.slots = asyncio.Semaphore(int(TOTAL))
+            await self.slots.acquire()
+            handle = await Cluster.launch(self, spec)
+            ended = self.done[spec.task_id]
+            asyncio.get_running_loop().create_task(self._free(ended))
+            return handle
+
+        return go()
+
+    async def _free(self, ended: asyncio.Event) -> None:
+        await ended.wait()
+        assert self.slots is not None
+        self.slots.release()
+
+
+def _world(tmp_path: Path, kind: type[Cluster] = Cluster) -> tuple[Engine, Cluster, Context]:
     clock = ManualClock(1_767_225_600_000)
     ctx = Context(
         store=SqliteStore(tmp_path / "shoal.db"), clock=clock, settings=Settings(data_dir=tmp_path)
     )
-    cluster = Cluster(clock)
+    cluster = kind(clock)
     engine = Engine(ctx, {"process": cluster, "ray": cluster}, LogStore(tmp_path / "logs"))
     ctx.notifier.on_wake.append(engine.wake)
     ctx.notifier.on_submit.append(engine.submitted)
@@ -133,3 +163,33 @@ def test_a_cluster_running_long_jobs_keeps_the_shallow_queue(tmp_path: Path) -> 
     first, then = _admitted_after_runs_of(tmp_path, run_ms=60_000)
     assert first == TOTAL + QUEUED
     assert then == TOTAL + QUEUED
+
+
+def test_jobs_that_end_are_recorded_while_those_placed_with_them_wait_in_the_cluster(
+    tmp_path: Path,
+) -> None:
+    """The engine places 24 jobs in one pass; the cluster starts 4 and
+    queues 20. The first 4 end: they are recorded SUCCEEDED (and their
+    room given to more jobs) then, not once the last of the 24 has started."""
+    engine, cluster, ctx = _world(tmp_path, QueueingCluster)
+
+    async def scenario() -> int:
+        await engine.start()
+        try:
+            _submit(ctx, 5, int(TOTAL + QUEUED))
+            assert await _placed(cluster, int(TOTAL)) == TOTAL
+            cluster.advance_to_next_end()  # (all 4: they began together)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 5.0
+            while _succeeded(ctx) < TOTAL and loop.time() < deadline:
+                await asyncio.sleep(0.005)
+            return _succeeded(ctx)
+        finally:
+            await engine.stop()
+
+    assert asyncio.run(scenario()) == TOTAL
+
+
+def _succeeded(ctx: Context) -> int:
+    with ctx.store.read() as tx:
+        return len(tx.jobs_in_status((JobStatus.SUCCEEDED,), 1000))

@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import math
 import random
@@ -163,6 +164,13 @@ def _covers(held: Resources, need: Resources) -> bool:
 def _reason_code(reason: str) -> str:
     """`CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY` of `CAPACITY:... - text`."""
     return reason.split(" - ", 1)[0]
+
+
+def _outcome(future: asyncio.Future[Handle]) -> Handle | BaseException:
+    """A finished launch's handle, or what it raised."""
+    if future.cancelled():
+        return asyncio.CancelledError()
+    return future.exception() or future.result()
 
 
 async def _raise(error: Exception) -> Handle:
@@ -1177,15 +1185,57 @@ class Engine:
         launches: list[Awaitable[Handle]],
     ) -> None:
         """Wait for placed attempts to launch, then watch them; they are
-        recorded RUNNING by the next cycle."""
-        results: list[Handle | BaseException]
-        if len(launches) == 1:  # most often: without gather's task
+        recorded RUNNING by the next cycle.
+
+        Each is taken as it launches (those of one loop turn together), not
+        once all placed with it have: an executor that queues attempts (Ray)
+        launches the last of a large placement only when the cluster gets to
+        it, and the exits of the first, which free their slots, would wait
+        for it."""
+        if len(launches) == 1:  # most often: without a task per launch
+            result: Handle | BaseException
             try:
-                results = [await launches[0]]
+                result = await launches[0]
             except Exception as e:
-                results = [e]
-        else:
-            results = await asyncio.gather(*launches, return_exceptions=True)
+                result = e
+            self._started(placed, specs, [result])
+            return
+        loop = asyncio.get_running_loop()
+        ready: list[int] = []
+        woken = loop.create_future()
+
+        def done(index: int, _: asyncio.Future[Handle]) -> None:
+            ready.append(index)
+            if not woken.done():
+                woken.set_result(None)
+
+        futures = [asyncio.ensure_future(launch) for launch in launches]
+        for index, future in enumerate(futures):
+            future.add_done_callback(functools.partial(done, index))
+        left = len(futures)
+        while left:
+            try:
+                await woken
+            except asyncio.CancelledError:
+                for future in futures:
+                    future.cancel()  # as gather's would be
+                raise
+            woken = loop.create_future()
+            batch, ready[:] = sorted(ready), []
+            left -= len(batch)
+            self._started(
+                [placed[i] for i in batch],
+                [specs[i] for i in batch],
+                [_outcome(futures[i]) for i in batch],
+            )
+
+    def _started(
+        self,
+        placed: list[tuple[Job, Attempt]],
+        specs: list[LaunchSpec | None],
+        results: list[Handle | BaseException],
+    ) -> None:
+        """Placed attempts that launched (or failed to): watch them."""
         launched: list[tuple[Job, Attempt, LaunchSpec]] = []
         for (job, attempt), spec, result in zip(placed, specs, results, strict=True):
             if attempt.timer is not None:  # it waited on a slot, and waits no more

@@ -70,7 +70,7 @@ import ray
 from shoal.executors.cgroups import MemoryCgroups, OverLimit, oom_kill_logged
 from shoal.executors.which import CachedWhich
 
-PROTOCOL = 9  # part of the dispatcher's name: a new protocol gets a new dispatcher
+PROTOCOL = 10  # part of the dispatcher's name: a new protocol gets a new dispatcher
 NAMESPACE = "shoal"  # the Ray namespace of the dispatchers' names
 
 # The watchdog's grandchild (`sh -c WATCHDOG sh GROUPS_FILE`): on SIGHUP, its
@@ -121,12 +121,23 @@ _HELD_LIMIT = 8 << 20  # per attempt, output the dispatcher holds before the job
 _SHORT_MS = 100.0
 _RUN_MS_SAMPLES = 15
 _BATCH_ATTEMPTS = 8
+# A runner's share is at least this much work (by the shape's median run
+# time), when that many wait: a call for a share costs the dispatcher and the
+# runner about as much as a job of a few ms, so sharing jobs like `true` out
+# one per runner, while they trickle in, costs more than it gains by running
+# them side by side (a call per job, and as many lists of results).
+_SHARE_MS = 10.0
 _BATCH_SPAN = 0.5
 _RESULTS_GAP = 0.01  # seconds a batch holds a result to send it with the next ones
 # A runner's results go with its call for the next share, once its share has
 # run (a few of `true` take tens of ms on a loaded node): those held this long
 # while an attempt still runs go on their own.
 _RUNNER_RESULTS_GAP = 0.05
+# A runner done with its share holds its results this long for the call
+# for its next share to come back, so that they go with the call after it
+# (on a busy engine new attempts arrive every 10 ms or so: `ray._POLL_GAP`);
+# then they go on their own.
+_RUNNER_HOLD = 0.01
 _CANCEL_STEP = 0.1  # seconds a batch waits on its attempt between looks for a cancel
 # How long a runner (`run_runner`) waits for attempts to arrive before it
 # ends and frees its resources: long enough to span the lulls of a stream (at
@@ -487,7 +498,7 @@ def run_runner(dispatcher: DispatcherRef, runner: str) -> Iterator[list[Result]]
     taking = take.remote(runner, {"node": node, "ip": ip}, [])
     held: list[Result] = []
     while True:
-        if held and not ray.wait([taking], timeout=0)[0]:
+        if held and not ray.wait([taking], timeout=_RUNNER_HOLD)[0]:
             yield held  # (not held while the dispatcher has no work for it)
             held = []
         attempts: list[Attempt] = ray.get(taking)
@@ -1255,7 +1266,7 @@ class Dispatcher:
                 return []
             if self.idle[shape]:  # more for the others waiting
                 self.arrived[shape].set()
-        share = -(-len(queue) // max(1, self.running[shape]))
+        share = max(-(-len(queue) // max(1, self.running[shape])), self._least_share(shape))
         items = [queue.popleft() for _ in range(min(_BATCH_ATTEMPTS, len(queue), share))]
         self.counted["batches" if len(items) > 1 else "singles"] += 1
         self.counted["batched"] += len(items) if len(items) > 1 else 0
@@ -1264,6 +1275,13 @@ class Dispatcher:
             run.queued = False
             runner.taken[task_id] = (run, request)
         return [_attempt(task_id, request) for task_id, _, request in items]
+
+    def _least_share(self, shape: Shape) -> int:
+        """How many attempts make _SHARE_MS of work, by the shape's median."""
+        recent = self.run_ms.get(shape)
+        if not recent:
+            return 1
+        return max(1, int(_SHARE_MS / max(statistics.median(recent), 0.5)))
 
     @_quiet
     async def watch(self, task_id: str, info: dict[str, Any]) -> float | None:
