@@ -40,7 +40,7 @@ from shoal.domain.records import (
     ResourceStatus,
     SchedulingPolicy,
 )
-from shoal.store.base import JobQuery, Store, StoreError
+from shoal.store.base import DecodedOnUse, JobQuery, Store, StoreError
 from shoal.store.postgres import PostgresStore, redacted
 from shoal.store.sqlite import SqliteStore
 
@@ -596,6 +596,27 @@ def test_queued_jobs_are_fifo(store: Store) -> None:
         both = tx.queued_jobs("q", (S.PENDING, S.RUNNABLE), 10)
         assert [j.job_id for j in both] == ["j0", "j1", "j2", "j4"]
         assert tx.queued_jobs("q", (S.FAILED,), 10) == []
+
+
+def test_queued_jobs_are_decoded_when_looked_at() -> None:
+    """The engine stops at the first job of a queue's head that does not
+    fit: the ones after it are never decoded."""
+    decoded: list[str] = []
+
+    def decode(row: str) -> Job:
+        decoded.append(row)
+        return make_job(row)
+
+    jobs = DecodedOnUse(["a", "b", "c", "d"], decode)
+    assert len(jobs) == 4 and decoded == []
+    for job in jobs:
+        if job.job_id == "b":
+            break
+    assert decoded == ["a", "b"]
+    assert [j.job_id for j in jobs[1:3]] == ["b", "c"]
+    assert jobs[-1].job_id == "d"
+    assert decoded == ["a", "b", "c", "d"]  # each once
+    assert jobs == [make_job(x) for x in "abcd"]
 
 
 def test_jobs_in_status_oldest_first_after_a_seq(store: Store) -> None:

@@ -52,7 +52,7 @@ from shoal.domain.records import (
     SchedulingPolicy,
 )
 from shoal.store import codec, job_filters, postgres_schema
-from shoal.store.base import JobQuery, StoreError
+from shoal.store.base import DecodedOnUse, JobQuery, StoreError
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -389,13 +389,13 @@ class PostgresTransaction:
         rows = self._c.execute(sql, (*args, query.limit), prepare=False).fetchall()
         return [(row[0], _job_from_row(row)) for row in rows]
 
-    def queued_jobs(self, queue: str, statuses: Sequence[JobStatus], limit: int) -> list[Job]:
+    def queued_jobs(self, queue: str, statuses: Sequence[JobStatus], limit: int) -> Sequence[Job]:
         rows = self._c.execute(
             f"SELECT {_JOB_COLUMNS} FROM jobs WHERE queue = %s AND status = ANY(%s) "
             "ORDER BY seq LIMIT %s",
             (queue, _statuses(statuses), limit),
         ).fetchall()
-        return [_job_from_row(r) for r in rows]
+        return DecodedOnUse(rows, _job_from_row)
 
     def share_heads(self, queue: str, per_share: int) -> list[Job]:
         rows = self._c.execute(

@@ -29,7 +29,7 @@ from shoal.domain.records import (
     SchedulingPolicy,
 )
 from shoal.store import codec, job_filters, migrations
-from shoal.store.base import JobQuery, StoreError, chunks
+from shoal.store.base import DecodedOnUse, JobQuery, StoreError, chunks
 from shoal.store.migrations import Migration
 
 # Version 1: the schema as first released (kept verbatim; never edit it).
@@ -432,14 +432,14 @@ class SqliteTransaction:
         ).fetchall()
         return [(row[0], _job_from_row(row)) for row in rows]
 
-    def queued_jobs(self, queue: str, statuses: Sequence[JobStatus], limit: int) -> list[Job]:
+    def queued_jobs(self, queue: str, statuses: Sequence[JobStatus], limit: int) -> Sequence[Job]:
         marks = ",".join("?" * len(statuses))
         rows = self._c.execute(
             f"SELECT {_JOB_COLUMNS} FROM jobs WHERE queue = ? AND status IN ({marks}) "
             "ORDER BY seq LIMIT ?",
             (queue, *(s.value for s in statuses), limit),
         ).fetchall()
-        return [_job_from_row(r) for r in rows]
+        return DecodedOnUse(rows, _job_from_row)
 
     def share_heads(self, queue: str, per_share: int) -> list[Job]:
         rows = self._c.execute(
