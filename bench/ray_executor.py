@@ -122,14 +122,16 @@ def shoal_rate(shoal: Shoal, queue: str, jobs: int) -> float:
     for i in range(jobs):
         raw.submit_job(jobName=f"j{i}", jobQueue=queue, jobDefinition=queue)
     deadline = time.monotonic() + 900
-    while count_status(db, "SUCCEEDED") < before + jobs:
+    while (done := count_status(db, "SUCCEEDED") - before) < jobs:
         if time.monotonic() > deadline or count_status(db, "FAILED"):
             with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
                 rows = conn.execute(
                     "SELECT status_reason, runtime FROM jobs WHERE status = 'FAILED' LIMIT 3"
                 ).fetchall()
             raise RuntimeError(f"the jobs did not all succeed: {rows}")
-        time.sleep(0.02)
+        # Looked at often near the end, where the time it takes to notice
+        # the last job is part of what is measured (ray.get returns at once).
+        time.sleep(0.02 if done < jobs * 0.9 else 0.002)
     return jobs / (time.perf_counter() - t0)
 
 
