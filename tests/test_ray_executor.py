@@ -222,6 +222,33 @@ def test_a_lost_node_fails_the_job_when_no_rule_retries_it(
     gate.touch()
 
 
+def raylet_running(cluster: RayCluster, ip: str) -> bool:
+    """The node's raylet runs (a killed one not yet reaped is a zombie)."""
+    pid = cluster.raylet_pid(ip)
+    try:
+        return pid is not None and Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_job_killed_as_its_node_dies_ends_with_its_host_not_its_exit_code(
+    batch: Any, cluster: RayCluster
+) -> None:
+    """A Ray worker SIGKILLs its jobs as it exits, as it does when its raylet
+    dies, and can still send their exit (137) on its way out: the attempt
+    ends as lost with its host, as on AWS, not as a job killed by a signal."""
+    env = ray_queue(batch, cluster.address)
+    # The job kills its node's raylet (its worker's parent), then itself.
+    script = "set -- $(cat /proc/$PPID/stat); kill -9 $4; kill -9 $$"
+    job_id = submit(batch, env, ["sh", "-c", script], retryStrategy={"attempts": 1})
+    detail = wait_for(batch, job_id, timeout=60)
+    lost = [ip for ip in ("127.0.0.3", "127.0.0.4") if not raylet_running(cluster, ip)]
+    assert len(lost) == 1, "the job did not kill its node's raylet"
+    assert detail["status"] == "FAILED"
+    assert detail["statusReason"].startswith(HOST_LOST), detail["statusReason"]
+    assert "exitCode" not in detail["container"]
+
+
 def test_managed_capacity_is_capped_by_max_vcpus(
     batch: Any, cluster: RayCluster, tmp_path: Path
 ) -> None:

@@ -146,6 +146,7 @@ _CANCEL_STEP = 0.1  # seconds a batch waits on its attempt between looks for a c
 # soon after it.
 _RUNNER_IDLE = 1.0
 _RESOURCES_TTL = 2.0  # seconds the cluster's resources are taken as known
+_KILLED = 128 + signal.SIGKILL  # a job's exit code when SIGKILLed
 _OOM_FLAG_SECONDS = 2.0  # how long a SIGKILLed container's OOM kill is looked for
 
 
@@ -1379,10 +1380,33 @@ class Dispatcher:
             self._end(run, {"lost": result["error"]})
             return
         run.info = run.info or {"node": result["node"], "ip": result["ip"], "at": result.get("at")}
+        if result.get("code") == _KILLED and not result.get("oom") and run.stop_grace is None:
+            # SIGKILLed, and not by shoal: a Ray worker kills its children as
+            # it exits, as it does when its raylet dies, and can still send
+            # their results on its way out. An attempt whose node is gone
+            # ended with its host, not with an exit code.
+            asyncio.get_running_loop().create_task(self._finish_killed(run, result, shape))
+            return
+        self._ran(shape, result)
+        self._end(run, result)
+
+    async def _finish_killed(self, run: _Run, result: dict[str, Any], shape: Shape | None) -> None:
+        node = str(result["node"])
+        try:
+            alive = await self._node_alive(node)
+        except Exception:
+            alive = True  # (the cluster cannot say: the exit stands)
+        if alive:
+            self._ran(shape, result)
+            self._end(run, result)
+        else:
+            self._end(run, {"node_lost": node})
+
+    def _ran(self, shape: Shape | None, result: dict[str, Any]) -> None:
+        """Count the attempt's run time in its shape's recent ones."""
         if shape is not None and isinstance(result.get("at"), int):
             recent = self.run_ms.setdefault(shape, collections.deque(maxlen=_RUN_MS_SAMPLES))
             recent.append(float(result["ended_at"] - result["at"]))
-        self._end(run, result)
 
     def _end(self, run: _Run, exit_: dict[str, Any]) -> None:
         run.exit = exit_
