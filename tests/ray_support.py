@@ -78,6 +78,13 @@ def _comm(pid: int) -> str:
         return ""
 
 
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True  # (gone: not running either)
+
+
 class RayCluster:
     def __init__(
         self,
@@ -176,8 +183,10 @@ class RayCluster:
         return [] if proc is None else _pids_in_session(proc.pid)
 
     def raylet_pid(self, ip: str) -> int | None:
+        """The node's running raylet (a killed one its `ray start` has not
+        reaped yet is a zombie: not running)."""
         for pid in self.node_pids(ip):
-            if _comm(pid) == "raylet":
+            if _comm(pid) == "raylet" and not _zombie(pid):
                 return pid
         return None
 

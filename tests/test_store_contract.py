@@ -595,12 +595,12 @@ def test_queued_jobs_are_fifo(store: Store) -> None:
         assert [j.job_id for j in tx.queued_jobs("q", (S.RUNNABLE,), 2)] == ["j0", "j2"]
         both = tx.queued_jobs("q", (S.PENDING, S.RUNNABLE), 10)
         assert [j.job_id for j in both] == ["j0", "j1", "j2", "j4"]
-        assert tx.queued_jobs("q", (S.FAILED,), 10) == []
+        assert list(tx.queued_jobs("q", (S.FAILED,), 10)) == []
 
 
 def test_queued_jobs_are_decoded_when_looked_at() -> None:
-    """The engine stops at the first job of a queue's head that does not
-    fit: the ones after it are never decoded."""
+    """Each job of a queue's head is decoded when first looked at, and once:
+    those after where the reader stopped never are."""
     decoded: list[str] = []
 
     def decode(row: str) -> Job:
@@ -616,7 +616,7 @@ def test_queued_jobs_are_decoded_when_looked_at() -> None:
     assert [j.job_id for j in jobs[1:3]] == ["b", "c"]
     assert jobs[-1].job_id == "d"
     assert decoded == ["a", "b", "c", "d"]  # each once
-    assert jobs == [make_job(x) for x in "abcd"]
+    assert list(jobs) == [make_job(x) for x in "abcd"]
 
 
 def test_jobs_in_status_oldest_first_after_a_seq(store: Store) -> None:

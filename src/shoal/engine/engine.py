@@ -1221,7 +1221,8 @@ class Engine:
                     future.cancel()  # as gather's would be
                 raise
             woken = loop.create_future()
-            batch, ready[:] = sorted(ready), []
+            batch = sorted(ready)
+            ready.clear()
             left -= len(batch)
             self._started(
                 [placed[i] for i in batch],

@@ -135,7 +135,8 @@ _RESULTS_GAP = 0.01  # seconds a batch holds a result to send it with the next o
 _RUNNER_RESULTS_GAP = 0.05
 # A runner done with its share holds its results this long for the call
 # for its next share to come back, so that they go with the call after it
-# (on a busy engine new attempts arrive every 10 ms or so: `ray._POLL_GAP`);
+# (on a busy engine new attempts arrive every 10 ms or so: the ray
+# executor's `_POLL_GAP`);
 # then they go on their own.
 _RUNNER_HOLD = 0.01
 _CANCEL_STEP = 0.1  # seconds a batch waits on its attempt between looks for a cancel

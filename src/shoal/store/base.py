@@ -56,11 +56,6 @@ class DecodedOnUse(Sequence[Job]):
             job = self._jobs[index] = self._decode(self._rows[index])
         return job
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Sequence) and list(self) == list(other)
-
-    __hash__ = None  # type: ignore[assignment]  # (mutable-looking, as a list)
-
 
 class StoreError(Exception):
     """The store could not do what was asked (I/O, corruption): a server fault."""
