@@ -10,6 +10,8 @@ server."""
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import hashlib
 import logging
 import time
@@ -379,6 +381,51 @@ def test_a_stream_of_short_jobs_runs_in_batches_each_job_once_with_its_own_resul
     name = f"shoal-dispatcher-{installation}-v{ray_remote.PROTOCOL}"
     counts = ray.get(ray.get_actor(name, namespace=ray_remote.NAMESPACE).counts.remote())
     assert counts.get("batched", 0) > 0, counts
+
+
+def test_a_runner_busy_with_its_share_waits_for_a_full_share_rather_than_take_one(
+    ray: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A runner asks for its next share as it starts its last: while fewer
+    than a share wait, the call waits for more rather than come back with the
+    one or two there are (each call costs about as much as a job like
+    `true`). This test is the runner, calling the dispatcher's `take` as a
+    runner does, on a dispatcher made in this process."""
+    from shoal.executors import ray_remote
+
+    # Bounded by arrivals alone here (a runner's own wait is bounded by the
+    # time its share should take); the second part has the real bounds.
+    monkeypatch.setattr(ray_remote, "_FILL_PART", 1e6)
+    monkeypatch.setattr(ray_remote, "_FILL_MOST", 600.0)
+
+    async def scenario() -> None:
+        d = ray_remote.Dispatcher(1000.0)
+        request = attempt(["true"])
+        shape = ray_remote._shape(request)
+        d.running[shape] = 1000  # as many runners as it wants: it starts none
+        d.run_ms[shape] = collections.deque([1.0] * 5)  # a share is 8 of them (at most)
+        runner = ray_remote._Runner(shape)
+        d.runners[runner.id] = runner
+        await d.submit([(f"first-{n}", request) for n in range(3)])
+        # Idle, it takes what there is.
+        assert len(await d.take(runner.id, None, [])) == 3
+        # Busy with those three, its call for more waits for a full share.
+        asking = asyncio.ensure_future(d.take(runner.id, None, []))
+        await d.submit([("second-0", request)])
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert not asking.done()
+        await d.submit([(f"second-{n}", request) for n in range(1, 8)])
+        share = await asyncio.wait_for(asking, 30)
+        assert [a[0] for a in share] == [f"second-{n}" for n in range(8)]
+        # With the real bounds, a call that no share fills comes back with
+        # what there is once the runner's share should be half done.
+        monkeypatch.undo()
+        await d.submit([("third-0", request)])
+        again = await asyncio.wait_for(d.take(runner.id, None, []), 30)
+        assert [a[0] for a in again] == ["third-0"]
+
+    asyncio.run(scenario())
 
 
 WORKER = """
