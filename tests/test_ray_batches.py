@@ -412,6 +412,8 @@ def test_a_runner_busy_with_its_share_waits_for_a_full_share_rather_than_take_on
         # Busy with those three, its call for more waits for a full share.
         asking = asyncio.ensure_future(d.take(runner.id, None, []))
         await d.submit([("second-0", request)])
+        # Turns of the loop for the call to answer in: without the wait it
+        # would at the first, with the one attempt queued.
         for _ in range(50):
             await asyncio.sleep(0)
         assert not asking.done()
