@@ -202,16 +202,20 @@ def test_a_stopped_attempt_still_waiting_in_the_dispatcher_never_runs(
     ray: Any, tmp_path: Path
 ) -> None:
     d = primed_dispatcher(ray)
-    # Sixty at once: four runners take eight each, the rest wait.
-    marks = [tmp_path / f"ran-{i}" for i in range(60)]
-    requests = [(f"s{i}", attempt(["touch", str(mark)])) for i, mark in enumerate(marks)]
+    # A hundred at once, on four CPUs. Each of four runners takes eight, and
+    # at once asks for its next eight (to run after them), which comes back
+    # before the stop below may; so the last is taken no sooner than with a
+    # fourth share, once a runner has run two shares of 50 ms jobs (0.8 s).
+    last = 99
+    marks = [tmp_path / f"ran-{i}" for i in range(last + 1)]
+    requests = [(f"s{i}", attempt(sh(f"sleep 0.05; touch {mark}"))) for i, mark in enumerate(marks)]
     ray.get(d.submit.remote(requests))
-    ray.get(d.stop.remote("s59", 1.0))
+    ray.get(d.stop.remote(f"s{last}", 1.0))
     exits = collect(ray, d, [task for task, _ in requests])
-    assert exits["s59"] == {"cancelled": True}
-    assert not marks[59].exists()
-    assert all(exits[f"s{i}"].get("code") == 0 for i in range(59)), exits
-    assert all(mark.exists() for mark in marks[:59])
+    assert exits[f"s{last}"] == {"cancelled": True}
+    assert not marks[last].exists()
+    assert all(exits[f"s{i}"].get("code") == 0 for i in range(last)), exits
+    assert all(mark.exists() for mark in marks[:last])
 
 
 def test_runners_free_their_resources_once_they_have_nothing_to_run(ray: Any) -> None:
