@@ -434,6 +434,67 @@ def test_a_runner_busy_with_its_share_waits_for_a_full_share_rather_than_take_on
     asyncio.run(scenario())
 
 
+def test_a_runner_channel_answers_only_a_runner_with_the_dispatcher_token(ray: Any) -> None:
+    """Runners talk to the dispatcher over a socket of their own: a peer
+    that does not say the dispatcher's token is cut off, unanswered, and
+    takes nothing; a runner that does gets its share, and the results it
+    sends on its own and with its `end` are recorded before `end` is
+    answered. This test is the runner, on a dispatcher made in this process."""
+    import msgpack  # type: ignore[import-untyped]
+
+    from shoal.executors import ray_remote
+
+    async def send(writer: asyncio.StreamWriter, message: Any) -> None:
+        data = msgpack.packb(message)
+        writer.write(len(data).to_bytes(4, "big") + data)
+        await writer.drain()
+
+    async def receive(reader: asyncio.StreamReader) -> Any:
+        size = int.from_bytes(await asyncio.wait_for(reader.readexactly(4), 30), "big")
+        return msgpack.unpackb(await asyncio.wait_for(reader.readexactly(size), 30))
+
+    async def scenario() -> None:
+        d = ray_remote.Dispatcher(1000.0)
+        request = attempt(["true"])
+        shape = ray_remote._shape(request)
+        d.running[shape] = 1000  # as many runners as it wants: it starts none
+        d.run_ms[shape] = collections.deque([1.0] * 5)  # short: queued for runners
+        runner = ray_remote._Runner(shape)
+        d.runners[runner.id] = runner
+        await d.submit([(f"a-{n}", request) for n in range(3)])
+        host, port, token = await d.channel()
+
+        # A stranger, with the id of a real runner but not the token.
+        reader, writer = await asyncio.open_connection(host, port)
+        await send(writer, ["hello", "not-the-token", runner.id])
+        await send(writer, ["take", None, []])
+        assert await asyncio.wait_for(reader.read(), 30) == b""  # closed, unanswered
+        writer.close()
+        assert len(d.queued[shape]) == 3 and not runner.taken and not runner.connected
+
+        reader, writer = await asyncio.open_connection(host, port)
+        await send(writer, ["hello", token, runner.id])
+        await send(writer, ["take", {"node": "n", "ip": host}, []])
+        share = await receive(reader)
+        assert [a[0] for a in share] == ["a-0", "a-1", "a-2"]
+        assert set(runner.taken) == {"a-0", "a-1", "a-2"}
+        assert runner.where == {"node": "n", "ip": host}
+        ended = {"node": "n", "ip": host, "code": 0, "oom": False, "at": 1, "ended_at": 2}
+        await send(writer, ["results", [["a-0", ended]]])
+        await send(writer, ["end", [["a-1", ended], ["a-2", dict(ended, code=3)]]])
+        assert await receive(reader) == []
+        assert not runner.taken
+        assert {t: d.runs[t].exit["code"] for t in ("a-0", "a-1", "a-2")} == {  # type: ignore[index]
+            "a-0": 0,
+            "a-1": 0,
+            "a-2": 3,
+        }
+        writer.close()
+        await asyncio.wait_for(runner.closed.wait(), 30)
+
+    asyncio.run(scenario())
+
+
 WORKER = """
 import pickle, sys
 sizes = [int(n) for n in sys.argv[1:]]
