@@ -277,6 +277,11 @@ def test_attempts_go_in_tasks_of_their_own_when_a_runner_fails_before_taking_any
     counts = ray.get(d.counts.remote())
     assert counts.get("runner_failures", 0) >= 1, counts
     assert counts["tasks"] == 16, counts
+    # Nor are runners started again for a while: the next go in tasks too.
+    exits = run_all(ray, d, [(uuid.uuid4().hex, attempt(["true"])) for _ in range(8)])
+    assert all(e.get("code") == 0 for e in exits.values()), exits
+    after = ray.get(d.counts.remote())
+    assert after["tasks"] == 24 and after["runners"] == counts["runners"], (counts, after)
 
 
 def test_an_attempt_a_runner_took_ends_as_a_lost_host_when_its_node_dies(
@@ -466,14 +471,14 @@ def test_a_runner_channel_answers_only_a_runner_with_the_dispatcher_token(ray: A
 
         # A stranger, with the id of a real runner but not the token.
         reader, writer = await asyncio.open_connection(host, port)
-        await send(writer, ["hello", "not-the-token", runner.id])
+        await send(writer, ["runner", "not-the-token", runner.id])
         await send(writer, ["take", None, []])
         assert await asyncio.wait_for(reader.read(), 30) == b""  # closed, unanswered
         writer.close()
         assert len(d.queued[shape]) == 3 and not runner.taken and not runner.connected
 
         reader, writer = await asyncio.open_connection(host, port)
-        await send(writer, ["hello", token, runner.id])
+        await send(writer, ["runner", token, runner.id])
         await send(writer, ["take", {"node": "n", "ip": host}, []])
         share = await receive(reader)
         assert [a[0] for a in share] == ["a-0", "a-1", "a-2"]
@@ -491,6 +496,51 @@ def test_a_runner_channel_answers_only_a_runner_with_the_dispatcher_token(ray: A
         }
         writer.close()
         await asyncio.wait_for(runner.closed.wait(), 30)
+
+    asyncio.run(scenario())
+
+
+def test_a_broken_link_to_the_dispatcher_loses_no_launch_and_a_dead_dispatcher_ends_the_poll(
+    ray: Any, tmp_path: Path
+) -> None:
+    """The engine polls its dispatcher over a socket (`_Link`). A link that
+    breaks while the dispatcher lives loses nothing: the launches and
+    forgets of the poll it broke on go with the next, on a new link. Once
+    the dispatcher is gone, a poll raises, as a Ray call to it does."""
+    from shoal.executors.ray import RayExecutor
+    from shoal.logs.store import LogStore
+
+    d = dispatcher(ray)
+    executor = RayExecutor(
+        LogStore(tmp_path / "logs"), state_dir=tmp_path / "state", installation="test"
+    )
+    task = uuid.uuid4().hex
+
+    async def scenario() -> None:
+        link = await executor._link_to(d)
+        assert link is not None
+        link._writer.transport.abort()  # as a connection reset is
+        news = await executor._poll_on(link, d, {}, [(task, attempt(["true"]))], ["old"])
+        assert news == {}
+        assert [t for t, _ in executor._launches] == [task] and executor._forgotten == ["old"]
+        again = await executor._link_to(d)
+        assert again is not None and again is not link
+        launches, executor._launches = executor._launches, []
+        interest = {task: [0, False]}
+        deadline = time.monotonic() + 120
+        while "exit" not in (news := await executor._poll_on(again, d, interest, launches, [])).get(
+            task, {}
+        ):
+            assert time.monotonic() < deadline, news
+            launches = []
+            if "info" in news.get(task, {}):
+                interest[task][1] = True
+        assert news[task]["exit"]["code"] == 0
+        ray.kill(d)
+        deadline = time.monotonic() + 60
+        with pytest.raises(ray.exceptions.RayActorError):
+            while time.monotonic() < deadline:  # (until the kill has landed)
+                await executor._poll_on(again, d, {}, [], [])
 
     asyncio.run(scenario())
 

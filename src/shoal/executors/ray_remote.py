@@ -166,6 +166,10 @@ _MAX_MESSAGE = 256 << 20
 # How long the dispatcher waits for a failed runner's channel to close, for
 # results it sent before it failed, before it ends its other attempts.
 _CLOSING = 2.0
+# After a runner failed before it took anything (it could not reach this
+# dispatcher's socket, say: a firewall between the nodes that lets only Ray's
+# own ports through), attempts go in tasks of their own for this long.
+_RUNNER_BACKOFF = 60.0
 _RESOURCES_TTL = 2.0  # seconds the cluster's resources are taken as known
 _KILLED = 128 + signal.SIGKILL  # a job's exit code when SIGKILLed
 _OOM_FLAG_SECONDS = 2.0  # how long a SIGKILLed container's OOM kill is looked for
@@ -559,7 +563,7 @@ class _Channel:
         self._sock = socket.create_connection((host, port))
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._buffer = b""
-        self.send(["hello", token, runner])
+        self.send(["runner", token, runner])
 
     def send(self, message: Any) -> None:
         data: bytes = msgpack.packb(message)
@@ -1049,6 +1053,7 @@ class Dispatcher:
         self._listening: asyncio.Future[tuple[str, int]] | None = None  # (`channel`)
         self._token = secrets.token_hex(16)
         self._server: asyncio.Server | None = None
+        self.runner_failed = -_RUNNER_BACKOFF  # when a runner last failed before taking any
 
     def _notify(self) -> None:
         """Wake `poll`: something changed for some attempt."""
@@ -1092,7 +1097,8 @@ class Dispatcher:
         if not queue:
             return
         recent = self.run_ms.get(shape)
-        if not recent or statistics.median(recent) >= self.short_ms:
+        failed = time.monotonic() - self.runner_failed < _RUNNER_BACKOFF
+        if not recent or statistics.median(recent) >= self.short_ms or failed:
             while queue:
                 self._send_task(queue.popleft(), shape)
             return
@@ -1311,8 +1317,9 @@ class Dispatcher:
 
     # -- called by the tasks --------------------------------------------------
     async def channel(self) -> list[Any]:
-        """Where a runner connects (`_Channel`), and the token it says it
-        with: a socket on this node, opened on the first call."""
+        """Where a runner (`_Channel`), or a shoal engine, connects, and the
+        token it says it with: a socket on this node, opened on the first
+        call. A message there costs each side a tenth of a Ray call."""
         if self._listening is None:
             self._listening = asyncio.ensure_future(self._listen())
         host, port = await asyncio.shield(self._listening)
@@ -1320,24 +1327,38 @@ class Dispatcher:
 
     async def _listen(self) -> tuple[str, int]:
         host = str(ray.util.get_node_ip_address())  # type: ignore[no-untyped-call]
-        self._server = await asyncio.start_server(self._serve_runner, host, 0)
+        self._server = await asyncio.start_server(self._serve, host, 0)
         return host, int(self._server.sockets[0].getsockname()[1])
 
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """A connection to `channel`: a runner's, or a shoal engine's. Its
+        first message says which, with the token."""
+        try:
+            role, token, runner_id = await receive_message(reader, _HELLO_BYTES)
+            if token != self._token:
+                return  # a stranger
+            if role == "runner":
+                await self._serve_runner(reader, writer, runner_id)
+            elif role == "shoal":
+                await self._serve_shoal(reader, writer)
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError, TypeError, IndexError):
+            pass  # it has gone, or it does not speak the protocol
+        finally:
+            writer.close()
+
     async def _serve_runner(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, runner_id: str
     ) -> None:
         """A runner's messages: `take` (results, and a call for a share,
         answered with it), `results` on their own, and `end` (its last
         results, answered once they are recorded)."""
-        runner: _Runner | None = None
+        runner = self.runners.get(runner_id)
+        if runner is None:
+            return  # it has ended
+        runner.connected = True
         try:
-            hello = await _receive(reader, _HELLO_BYTES)
-            runner = self.runners.get(hello[2]) if hello[:2] == ["hello", self._token] else None
-            if runner is None:
-                return  # a stranger, or a runner that has ended
-            runner.connected = True
             while True:
-                message = await _receive(reader, _MAX_MESSAGE)
+                message = await receive_message(reader, _MAX_MESSAGE)
                 if message[0] == "take":
                     answer = self._answer(writer, runner, message[1], message[2])
                     asyncio.get_running_loop().create_task(answer)
@@ -1345,15 +1366,23 @@ class Dispatcher:
                 self._results(runner.taken, message[1], runner.shape)
                 if message[0] == "end":
                     self.counted["reported"] += len(message[1])
-                    _send(writer, [])
+                    send_message(writer, [])
                 else:
                     self.counted["yields"] += 1
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError, TypeError, IndexError):
-            pass  # it has gone, or it is no runner
         finally:
-            if runner is not None:
-                runner.closed.set()
-            writer.close()
+            runner.closed.set()
+
+    async def _serve_shoal(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """A shoal engine's polls (`poll`'s arguments, answered with its
+        news), one at a time."""
+        while True:
+            kind, interest, timeout, submit, forget = await receive_message(reader, _MAX_MESSAGE)
+            if kind != "poll":
+                return
+            news = await self.poll(interest, float(timeout), submit, forget)
+            send_message(writer, ["news", news])
 
     async def _answer(
         self,
@@ -1364,7 +1393,7 @@ class Dispatcher:
     ) -> None:
         attempts = await self.take(runner.id, where, results)
         if not writer.is_closing():
-            _send(writer, attempts)
+            send_message(writer, attempts)
 
     async def take(
         self, runner_id: str, where: dict[str, Any] | None, results: list[Result]
@@ -1509,6 +1538,7 @@ class Dispatcher:
                 # reach its dispatcher, say) would fail again: what waits
                 # goes in tasks of its own, each ending with its own error.
                 self.counted["runner_failures"] += 1
+                self.runner_failed = time.monotonic()
                 queue = self.queued.get(shape)
                 while queue:
                     self._send_task(queue.popleft(), shape)
@@ -1616,8 +1646,9 @@ class Dispatcher:
 Shape = tuple[float, float, int]  # num_cpus, num_gpus, memory (bytes)
 
 
-async def _receive(reader: asyncio.StreamReader, most: int) -> Any:
-    """A message of a runner's channel (`_Channel`), of at most `most` bytes."""
+async def receive_message(reader: asyncio.StreamReader, most: int) -> Any:
+    """A message of a channel to the dispatcher (`Dispatcher.channel`), of
+    at most `most` bytes: a list, packed with msgpack, after its length."""
     size = int.from_bytes(await reader.readexactly(4), "big")
     if size > most:
         raise ValueError(f"a message of {size} bytes")
@@ -1627,7 +1658,7 @@ async def _receive(reader: asyncio.StreamReader, most: int) -> Any:
     return message
 
 
-def _send(writer: asyncio.StreamWriter, message: Any) -> None:
+def send_message(writer: asyncio.StreamWriter, message: Any) -> None:
     data: bytes = msgpack.packb(message)
     writer.write(len(data).to_bytes(4, "big") + data)
 
