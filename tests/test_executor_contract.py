@@ -259,6 +259,19 @@ def test_environment(batch: Any, logs: Any, env: dict[str, str], executor: str) 
     }
 
 
+def test_a_line_longer_than_a_log_event_is_stored_in_pieces(
+    batch: Any, logs: Any, env: dict[str, str]
+) -> None:
+    # CloudWatch's largest event is 256 KiB: a longer line (here one with
+    # no newline for 600,000 bytes) is stored as events of that size, in order.
+    job_id = run(batch, env, sh("head -c 600000 /dev/zero | tr '\\0' a; echo; echo after"))
+    detail = wait_for(batch, job_id, timeout=60)
+    assert detail["status"] == "SUCCEEDED", detail
+    lines = job_log(logs, detail)
+    assert [len(line) for line in lines] == [262144, 262144, 600000 - 2 * 262144, 5]
+    assert set("".join(lines[:3])) == {"a"} and lines[3] == "after"
+
+
 def test_timeout_stops_the_attempt_and_is_not_retried(batch: Any, env: dict[str, str]) -> None:
     job_id = run(
         batch,

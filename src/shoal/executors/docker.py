@@ -286,13 +286,22 @@ class DockerExecutor:
         try:
             container = self.client.containers.get(str(handle["container"]))
             chunks = container.logs(stream=True, follow=True, timestamps=True, since=since)
-            rest = b""
+            # A chunk is one log entry (one frame of the stream): a timestamp,
+            # a space and a line, with its newline; or, of a line over 16 KiB,
+            # which dockerd keeps as several entries, a part without one. The
+            # line is stored whole (at its first part's time), not with the
+            # other parts' timestamps inside it.
+            first, rest = b"", b""
             for chunk in chunks:
-                lines = (rest + chunk).split(b"\n")
-                rest = lines.pop()
-                self._store(group, stream, lines, since)
+                stamp, _, text = chunk.partition(b" ")
+                first = first or stamp
+                rest += text
+                if rest.endswith(b"\n"):
+                    lines = rest[:-1].split(b"\n")  # (one, as dockerd sends them)
+                    self._store(group, stream, [first + b" " + line for line in lines], since)
+                    first, rest = b"", b""
             if rest:
-                self._store(group, stream, [rest], since)
+                self._store(group, stream, [first + b" " + rest], since)
         except docker.errors.NotFound:
             return
         except Exception:

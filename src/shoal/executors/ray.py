@@ -660,7 +660,7 @@ class _Link:
         from shoal.executors import ray_remote
 
         ray_remote.send_message(self._writer, ["poll", interest, timeout, launches, forgotten])
-        kind, news = await ray_remote.receive_message(self._reader, 1 << 30)
+        kind, news = await ray_remote.receive_message(self._reader, ray_remote.MAX_MESSAGE)
         if kind != "news":
             raise ValueError(f"the dispatcher answered a poll with {kind!r}")
         return dict(news)

@@ -114,6 +114,7 @@ _FLUSH_SECONDS = 0.1  # output lines are sent this often while a job prints
 _QUIET_START = 0.05  # a job ending this soon reports where it ran with its result
 _DRAIN_SECONDS = 1.0  # how long output is read after the job's end, if the pipe stays open
 _MAX_BATCH = 1 << 20  # or when this many bytes are waiting
+_MAX_EVENT = 256 << 10  # CloudWatch's largest event: a longer line is split
 _HELD_LIMIT = 8 << 20  # per attempt, output the dispatcher holds before the job waits
 # Runners. Attempts of a shape go to runners while the median run time of
 # that shape's last _RUN_MS_SAMPLES attempts is under _SHORT_MS (a median: on
@@ -159,10 +160,16 @@ _CANCEL_STEP = 0.1  # seconds a batch waits on its attempt between looks for a c
 # new worker processes, a second of CPU each), short enough to give them up
 # soon after it.
 _RUNNER_IDLE = 1.0
-# A runner's channel: its first message (`hello`) is short; no message is
-# larger than a share's attempts or its results (their output goes apart).
+# A channel to the dispatcher: its first message (a role and the token) is
+# short; no other is larger than a share's attempts, its results or a poll's
+# news (output comes a chunk at a time). A runner that cannot connect within
+# _CONNECT seconds fails (and the dispatcher backs off: _RUNNER_BACKOFF).
 _HELLO_BYTES = 1024
-_MAX_MESSAGE = 256 << 20
+MAX_MESSAGE = 256 << 20
+# A poll's news carries the output of attempts up to this many bytes (and
+# always all of the first's that has any: at most _HELD_LIMIT and a chunk).
+_NEWS_BYTES = 64 << 20
+_CONNECT = 10.0
 # How long the dispatcher waits for a failed runner's channel to close, for
 # results it sent before it failed, before it ends its other attempts.
 _CLOSING = 2.0
@@ -560,7 +567,8 @@ class _Channel:
 
     def __init__(self, address: list[Any], runner: str) -> None:
         host, port, token = address
-        self._sock = socket.create_connection((host, port))
+        self._sock = socket.create_connection((host, port), timeout=_CONNECT)
+        self._sock.settimeout(None)
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._buffer = b""
         self.send(["runner", token, runner])
@@ -703,8 +711,12 @@ def _follow_output(
                     break
                 now = _now_ms()
                 *lines, partial = (partial + data).split(b"\n")
+                while len(partial) > _MAX_EVENT:  # (as pieces, as a line too long is)
+                    lines.append(partial[:_MAX_EVENT])
+                    partial = partial[_MAX_EVENT:]
                 for line in lines:
-                    sender.add(now, line.decode("utf-8", "replace"))
+                    for at in range(0, max(len(line), 1), _MAX_EVENT):
+                        sender.add(now, line[at : at + _MAX_EVENT].decode("utf-8", "replace"))
             elif pidfd is not None and pidfd in ready:  # it has exited
                 _end_group(proc)
                 pipe.unregister(pidfd)
@@ -1239,6 +1251,7 @@ class Dispatcher:
 
     def _news(self, interest: dict[str, list[Any]]) -> dict[str, Any]:
         out: dict[str, Any] = {}
+        spent = 0  # bytes of output in it
         for task_id, (after, placed) in interest.items():
             run = self.runs.get(task_id)
             if run is None:
@@ -1256,7 +1269,9 @@ class Dispatcher:
             if run.began.is_set() and not placed:
                 item["info"] = run.info
             if run.chunks:
-                item["chunks"] = list(run.chunks)
+                if spent < _NEWS_BYTES:  # (else in a later poll's news)
+                    item["chunks"] = list(run.chunks)
+                    spent += run.held
             elif run.exit is not None:
                 item["exit"] = run.exit
             if item:
@@ -1358,7 +1373,7 @@ class Dispatcher:
         runner.connected = True
         try:
             while True:
-                message = await receive_message(reader, _MAX_MESSAGE)
+                message = await receive_message(reader, MAX_MESSAGE)
                 if message[0] == "take":
                     answer = self._answer(writer, runner, message[1], message[2])
                     asyncio.get_running_loop().create_task(answer)
@@ -1378,7 +1393,7 @@ class Dispatcher:
         """A shoal engine's polls (`poll`'s arguments, answered with its
         news), one at a time."""
         while True:
-            kind, interest, timeout, submit, forget = await receive_message(reader, _MAX_MESSAGE)
+            kind, interest, timeout, submit, forget = await receive_message(reader, MAX_MESSAGE)
             if kind != "poll":
                 return
             news = await self.poll(interest, float(timeout), submit, forget)
