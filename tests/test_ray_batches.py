@@ -545,6 +545,31 @@ def test_a_broken_link_to_the_dispatcher_loses_no_launch_and_a_dead_dispatcher_e
     asyncio.run(scenario())
 
 
+def test_a_poll_carries_output_up_to_a_bound_and_the_rest_in_the_next(
+    ray: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A poll's news is one message: however much output waits, it carries
+    # that of attempts up to _NEWS_BYTES (always all of the first's), and
+    # the next poll, after the engine has stored it, the rest.
+    from shoal.executors import ray_remote
+
+    monkeypatch.setattr(ray_remote, "_NEWS_BYTES", 100)
+
+    async def scenario() -> None:
+        d = ray_remote.Dispatcher(1000.0)
+        for task in ("a", "b", "c"):
+            run = d.runs[task] = ray_remote._Run()
+            await d.output(task, [(1, "x" * 64)])  # 80 bytes held, by its count
+            assert run.held == 80
+        first = d._news({task: [0, True] for task in ("a", "b", "c")})
+        assert sorted(first) == ["a", "b"]  # 80 bytes, then 160: no room for c's
+        assert d._news({"a": [1, True], "b": [1, True], "c": [0, True]}) == {
+            "c": {"chunks": [(1, [(1, "x" * 64)])]}
+        }
+
+    asyncio.run(scenario())
+
+
 WORKER = """
 import pickle, sys
 sizes = [int(n) for n in sys.argv[1:]]
