@@ -1737,7 +1737,11 @@ _AUTH_GARBAGE = st.one_of(
             "AWS4-HMAC-SHA256 Credential=" + "A" * 70_000,
         ]
     ),
-    st.text(st.characters(min_codepoint=32, max_codepoint=255), max_size=80),
+    # (Not DEL, which no header value may hold: uvicorn answers such a request
+    # as malformed HTTP before any app sees it; the garbage-HTTP fuzz covers that.)
+    st.text(
+        st.characters(min_codepoint=32, max_codepoint=255, exclude_characters="\x7f"), max_size=80
+    ),
 )  # fmt: skip
 
 

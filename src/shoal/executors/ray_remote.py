@@ -179,6 +179,9 @@ _CLOSING = 2.0
 _RUNNER_BACKOFF = 60.0
 _RESOURCES_TTL = 2.0  # seconds the cluster's resources are taken as known
 _KILLED = 128 + signal.SIGKILL  # a job's exit code when SIGKILLed
+# Pauses before each look at whether the node of a job SIGKILLed, not by
+# shoal, is alive (`_finish_killed`): its exit is taken only after the last.
+_KILLED_LOOKS = (0.0, 0.2, 0.5, 1.0)
 _OOM_FLAG_SECONDS = 2.0  # how long a SIGKILLed container's OOM kill is looked for
 
 
@@ -1607,10 +1610,18 @@ class Dispatcher:
 
     async def _finish_killed(self, run: _Run, result: dict[str, Any], shape: Shape | None) -> None:
         node = str(result["node"])
-        try:
-            alive = await self._node_alive(node)
-        except Exception:
-            alive = True  # (the cluster cannot say: the exit stands)
+        alive = True
+        # Looked at again for a while: the result can come (over the runner's
+        # channel, within a millisecond) before the raylet that was killed
+        # first has closed its port, once the job has been SIGKILLed.
+        for pause in _KILLED_LOOKS:
+            await asyncio.sleep(pause)
+            try:
+                alive = await self._node_alive(node)
+            except Exception:
+                alive = True  # (the cluster cannot say: the exit stands)
+            if not alive:
+                break
         if alive:
             self._ran(shape, result)
             self._end(run, result)
