@@ -519,6 +519,11 @@ def test_a_broken_link_to_the_dispatcher_loses_no_launch_and_a_dead_dispatcher_e
     async def scenario() -> None:
         link = await executor._link_to(d)
         assert link is not None
+        # A poll that fails there is an error here, as a Ray call's is (the
+        # engine takes the dispatcher for lost); the link still serves.
+        with pytest.raises(RuntimeError, match="KeyError"):
+            await link.poll({}, 1.0, [("malformed", {"command": ["true"]})], [])
+        assert await link.poll({}, 0.0, [], []) == {}
         link._writer.transport.abort()  # as a connection reset is
         news = await executor._poll_on(link, d, {}, [(task, attempt(["true"]))], ["old"])
         assert news == {}

@@ -661,6 +661,8 @@ class _Link:
 
         ray_remote.send_message(self._writer, ["poll", interest, timeout, launches, forgotten])
         kind, news = await ray_remote.receive_message(self._reader, ray_remote.MAX_MESSAGE)
+        if kind == "error":  # the poll failed there
+            raise RuntimeError(f"the Ray dispatcher's poll failed: {news}")
         if kind != "news":
             raise ValueError(f"the dispatcher answered a poll with {kind!r}")
         return dict(news)

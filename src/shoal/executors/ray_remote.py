@@ -1399,7 +1399,11 @@ class Dispatcher:
             kind, interest, timeout, submit, forget = await receive_message(reader, MAX_MESSAGE)
             if kind != "poll":
                 return
-            news = await self.poll(interest, float(timeout), submit, forget)
+            try:
+                news = await self.poll(interest, float(timeout), submit, forget)
+            except Exception as e:  # (raised to the engine, as a Ray call's error is)
+                send_message(writer, ["error", f"{type(e).__name__}: {e}"[:1000]])
+                continue
             send_message(writer, ["news", news])
 
     async def _answer(
