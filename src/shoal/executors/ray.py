@@ -486,7 +486,7 @@ class RayExecutor:
             return await asyncio.wait_for(
                 link.poll(interest, _READ_WAIT, launches, forgotten), _READ_WAIT + _LINK_SLACK
             )
-        except (OSError, EOFError, TimeoutError, ValueError) as broken:
+        except (OSError, EOFError, TimeoutError) as broken:  # (not a poll that fails there)
             link.close()
             if self._link is not None and self._link[1] is link:
                 self._link = None
@@ -664,7 +664,7 @@ class _Link:
         if kind == "error":  # the poll failed there
             raise RuntimeError(f"the Ray dispatcher's poll failed: {news}")
         if kind != "news":
-            raise ValueError(f"the dispatcher answered a poll with {kind!r}")
+            raise RuntimeError(f"the Ray dispatcher answered a poll with {kind!r}")
         return dict(news)
 
     def close(self) -> None:

@@ -1681,10 +1681,10 @@ async def receive_message(reader: asyncio.StreamReader, most: int) -> Any:
     at most `most` bytes: a list, packed with msgpack, after its length."""
     size = int.from_bytes(await reader.readexactly(4), "big")
     if size > most:
-        raise ValueError(f"a message of {size} bytes")
+        raise ConnectionError(f"a message of {size} bytes: no peer of this channel sends one")
     message = msgpack.unpackb(await reader.readexactly(size))
     if not isinstance(message, list) or not message:
-        raise ValueError("not a message")
+        raise ConnectionError("not a message of this channel")
     return message
 
 
