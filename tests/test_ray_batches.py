@@ -500,6 +500,47 @@ def test_a_runner_channel_answers_only_a_runner_with_the_dispatcher_token(ray: A
     asyncio.run(scenario())
 
 
+def test_results_a_runner_sent_before_it_failed_are_recorded_before_its_rest_is_lost(
+    ray: Any,
+) -> None:
+    """A runner's results come over its channel, its failure through Ray:
+    the failure can arrive first. The dispatcher waits for the channel to
+    close (as a dead process's does) before it ends what the runner had
+    not reported, so an attempt that ran is recorded as run. This test is
+    the runner, and plays Ray's part with a future."""
+    import msgpack
+
+    from shoal.executors import ray_remote
+
+    async def scenario() -> None:
+        d = ray_remote.Dispatcher(1000.0)
+        request = attempt(["true"])
+        shape = ray_remote._shape(request)
+        d.running[shape] = 1000  # it starts no runner of its own
+        d.run_ms[shape] = collections.deque([1.0] * 5)
+        runner = ray_remote._Runner(shape)
+        d.runners[runner.id] = runner
+        await d.submit([("ran", request), ("unreported", request)])
+        host, port, token = await d.channel()
+        reader, writer = await asyncio.open_connection(host, port)
+        for message in (["runner", token, runner.id], ["take", {"node": "gone", "ip": host}, []]):
+            data = msgpack.packb(message)
+            writer.write(len(data).to_bytes(4, "big") + data)
+        await asyncio.wait_for(reader.readexactly(4), 30)  # its share is on its way
+        ended = asyncio.get_running_loop().create_future()
+        following = asyncio.ensure_future(d._follow_batch(runner.taken, ended, shape, runner))
+        result = {"node": "gone", "ip": host, "code": 0, "oom": False, "at": 1, "ended_at": 2}
+        data = msgpack.packb(["results", [["ran", result]]])
+        writer.write(len(data).to_bytes(4, "big") + data)
+        ended.set_exception(RuntimeError("the runner's worker died"))
+        writer.close()
+        await asyncio.wait_for(following, 30)
+        assert d.runs["ran"].exit == result
+        assert d.runs["unreported"].exit == {"node_lost": "gone"}
+
+    asyncio.run(scenario())
+
+
 def test_a_broken_link_to_the_dispatcher_loses_no_launch_and_a_dead_dispatcher_ends_the_poll(
     ray: Any, tmp_path: Path
 ) -> None:

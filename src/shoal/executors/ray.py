@@ -84,7 +84,8 @@ _SUBMIT_WAIT = 0.005
 _CAPACITY_POLL = 2.0  # how often the cluster's resources are read
 # A poll on the link to the dispatcher (`_Link`) answers within _READ_WAIT;
 # one unanswered this much longer finds the link broken (its far end gone
-# without a word, as a machine that vanished from the network is).
+# without a word, as a machine that vanished from the network is). Opening
+# the link, and asking the dispatcher whether it lives, wait as long.
 _LINK_SLACK = 30.0
 _MIB = 1 << 20
 
@@ -638,17 +639,21 @@ class _Link:
     this engine a tenth of what a Ray call does."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        from shoal.executors import ray_remote  # (Ray is imported with it: once connected)
+
         self._reader = reader
         self._writer = writer
+        self._send = ray_remote.send_message
+        self._receive = ray_remote.receive_message
+        self._most = ray_remote.MAX_MESSAGE
 
     @staticmethod
     async def open(dispatcher: Any) -> _Link:
         host, port, token = await asyncio.wait_for(dispatcher.channel.remote(), _LINK_SLACK)
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), _LINK_SLACK)
-        from shoal.executors import ray_remote
-
-        ray_remote.send_message(writer, ["shoal", token, ""])
-        return _Link(reader, writer)
+        link = _Link(reader, writer)
+        link._send(writer, ["shoal", token, ""])
+        return link
 
     async def poll(
         self,
@@ -657,10 +662,8 @@ class _Link:
         launches: list[tuple[str, dict[str, Any]]],
         forgotten: list[str],
     ) -> dict[str, Any]:
-        from shoal.executors import ray_remote
-
-        ray_remote.send_message(self._writer, ["poll", interest, timeout, launches, forgotten])
-        kind, news = await ray_remote.receive_message(self._reader, ray_remote.MAX_MESSAGE)
+        self._send(self._writer, ["poll", interest, timeout, launches, forgotten])
+        kind, news = await self._receive(self._reader, self._most)
         if kind == "error":  # the poll failed there
             raise RuntimeError(f"the Ray dispatcher's poll failed: {news}")
         if kind != "news":
